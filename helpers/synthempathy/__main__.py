@@ -1,0 +1,49 @@
+"""`python -m synthempathy run ...`: the command line of the reproduction package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m synthempathy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the numbered notebooks with papermill")
+    run.add_argument("--profile", default="tiny", help="configs/<profile>.yaml or a path to a YAML profile")
+    run.add_argument("--from", dest="start", default=None, help="first stage number (default 0)")
+    run.add_argument("--to", dest="stop", default=None, help="last stage number (default: the last)")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config key, e.g. -p threshold=50 (repeatable)")
+    run.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+
+    show = sub.add_parser("config", help="print the resolved config of a profile as JSON")
+    show.add_argument("--profile", default="tiny")
+    show.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "config":
+            print(json.dumps(load_config(args.profile, args.param).model_dump(), indent=2))
+        elif args.command == "run":
+            from .runner import StageFailed
+            from .runner import run as run_chain
+
+            try:
+                store = run_chain(args.profile, args.param, args.start, args.stop, force=args.force)
+            except StageFailed as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            print(f"run folder: {store.root}")
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Run the numbered notebooks in order with papermill, skipping stages that are up to date.
+
+A stage is up to date when the manifest holds it with the same fingerprint: the config keys it reads, the
+outputs of every earlier stage, its notebook and the helper package's source. Executed notebooks are kept
+in runs/<profile>/notebooks/ so a failed cell can be read where it failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT, Config, load_config, parse_override, profile_path
+from .store import STAGES, RunStore, hash_file, hash_obj, package_versions
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Which config sections each stage reads (besides its own and the run-wide ones). The discriminator of
+# stage 02 is trained with the fine-tuning settings; evaluation uses the judge and embedder of stage 02.
+READS = {
+    "00_data": ["00_data"],
+    "01_generate": ["01_generate"],
+    "02_quality": ["02_quality", "04_finetune"],
+    "03_diversity": ["02_quality", "03_diversity"],
+    "04_finetune": ["04_finetune"],
+    "05_evaluate": ["02_quality", "04_finetune", "05_evaluate"],
+}
+NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir"}
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def open_stage(stage: str, profile: str = "tiny", overrides: dict[str, Any] | None = None) -> tuple[Config, RunStore]:
+    """What every notebook does first: resolve the config, seed everything, open the stage's folder."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    cfg = load_config(profile, overrides)
+    seed_everything(cfg.seed)
+    store = RunStore(cfg.run_dir)
+    store.stage_dir(stage)
+    return cfg, store
+
+
+def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for section in ["run", *READS[stage]]:
+        values.update(cfg.stage_keys(section))
+    return {k: v for k, v in values.items() if k not in NOT_FINGERPRINTED}
+
+
+def code_fingerprint() -> str:
+    files = sorted(p for p in PACKAGE_DIR.rglob("*") if p.is_file() and p.suffix in (".py", ".txt", ".yaml"))
+    return hash_obj({p.relative_to(PACKAGE_DIR).as_posix(): hash_file(p) for p in files})
+
+
+def stage_fingerprint(cfg: Config, store: RunStore, stage: str) -> str:
+    upstream = {s: store.stage_outputs(s) for s in STAGES[: STAGES.index(stage)]}
+    return hash_obj({
+        "config": stage_config(cfg, stage),
+        "upstream": upstream,
+        "notebook": hash_file(nb) if (nb := NOTEBOOK_DIR / f"{stage}.ipynb").exists() else None,
+        "code": code_fingerprint(),
+    })
+
+
+def select_stages(start: int | str | None, stop: int | str | None) -> list[str]:
+    def index(x: int | str | None, default: int) -> int:
+        if x is None:
+            return default
+        n = int(str(x)[:2])
+        if not 0 <= n < len(STAGES):
+            raise ValueError(f"stage {x!r}: stages are numbered 0..{len(STAGES) - 1}")
+        return n
+
+    return list(STAGES[index(start, 0): index(stop, len(STAGES) - 1) + 1])
+
+
+def available_stages() -> list[str]:
+    return [s for s in STAGES if (NOTEBOOK_DIR / f"{s}.ipynb").exists()]
+
+
+def run(profile: str = "tiny", overrides: dict[str, Any] | list[str] | None = None, start=None, stop=None,
+        force: bool = False, echo=print) -> RunStore:
+    """Execute stages start..stop (all by default) of `profile`; returns the run's store."""
+    import papermill as pm
+
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    cfg = load_config(profile, overrides)  # validate before anything runs
+    overrides = {k: getattr(cfg, k) for k in overrides or {}}  # as validated, e.g. "0.5" -> 0.5
+    store = RunStore(cfg.run_dir)
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.update_manifest(profile=cfg.profile, config=cfg.model_dump(), seed=cfg.seed,
+                          packages=package_versions())
+    # Notebooks run from notebooks/, so a profile given as a file path is passed on absolute.
+    nb_profile = str(profile_path(profile)) if profile.endswith((".yaml", ".yml")) else profile
+    executed_dir = store.root / "notebooks"
+    executed_dir.mkdir(exist_ok=True)
+    wanted = [s for s in select_stages(start, stop) if s in available_stages()]
+    for i, stage in enumerate(wanted, 1):
+        fingerprint = stage_fingerprint(cfg, store, stage)
+        if not force and store.is_up_to_date(stage, fingerprint):
+            echo(f"[{i}/{len(wanted)}] {stage}: up to date, skipped")
+            continue
+        echo(f"[{i}/{len(wanted)}] {stage}: running notebooks/{stage}.ipynb ...")
+        out = executed_dir / f"{stage}.ipynb"
+        t0 = time.time()
+        try:
+            pm.execute_notebook(
+                str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(out),
+                parameters={"profile": nb_profile, "overrides": overrides},
+                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=sys.stderr.isatty(),
+                log_output=False,
+            )
+        except pm.PapermillExecutionError as e:
+            raise StageFailed(
+                f"stage {stage} failed in cell {e.exec_count} of notebooks/{stage}.ipynb "
+                f"(executed copy: {out}):\n{e.ename}: {e.evalue}") from None
+        seconds = time.time() - t0
+        store.record_stage(stage, fingerprint, seconds)
+        echo(f"[{i}/{len(wanted)}] {stage}: done in {seconds:.1f} s")
+    return store

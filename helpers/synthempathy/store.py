@@ -1,0 +1,196 @@
+"""The artifact store: every file a stage produces lives under runs/<profile>/<NN_stage>/.
+
+Stages talk to each other only through these files. Writes are atomic (temp file + rename), so a crash
+never leaves half a file where a finished one is expected. Resumable work (caches, checkpoints) goes to
+<stage>/_work/, which the fingerprint of a stage's outputs ignores. `manifest.json` records the config,
+package versions, per-stage fingerprints, outputs and timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+STAGES = ("00_data", "01_generate", "02_quality", "03_diversity", "04_finetune", "05_evaluate")
+WORK = "_work"
+TRACKED_PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "sentence-transformers",
+                    "datasets", "umap-learn", "nltk", "rouge-score", "papermill", "numpy")
+
+
+# -- atomic writes ------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path` in one rename, on error it vanishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def write_npy(path: str | os.PathLike, array) -> Path:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """A finished artifact: every line must parse; the error names the file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {n}: not valid JSON ({e.msg}); the artifact is corrupt, "
+                                     "delete it and rerun its stage") from None
+    return rows
+
+
+# -- fingerprints ---------------------------------------------------------------------------------------------
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_obj(obj: Any) -> str:
+    return hash_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def hash_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_tree(folder: str | os.PathLike, skip: tuple[str, ...] = (WORK,)) -> dict[str, str]:
+    """{relative path: sha256} of every file under `folder`, except under the `skip` subfolders."""
+    folder = Path(folder)
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_file() and rel.parts[0] not in skip and not p.name.startswith("."):
+            out[rel.as_posix()] = hash_file(p)
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+# -- the run folder -------------------------------------------------------------------------------------------
+
+class RunStore:
+    """runs/<profile>/: one folder per stage plus manifest.json."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.root = Path(run_dir)
+
+    def stage_dir(self, stage: str) -> Path:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+        d = self.root / stage
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def work_dir(self, stage: str) -> Path:
+        d = self.stage_dir(stage) / WORK
+        d.mkdir(exist_ok=True)
+        return d
+
+    def path(self, stage: str, name: str) -> Path:
+        return self.stage_dir(stage) / name
+
+    def require(self, stage: str, name: str) -> Path:
+        """An input produced by an earlier stage; a clear error when that stage has not run."""
+        p = self.root / stage / name
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing: run stage {stage} first "
+                                    f"(python -m synthempathy run --profile {self.root.name} --to {stage[:2]})")
+        return p
+
+    # manifest
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict:
+        if self.manifest_path.exists():
+            try:
+                return read_json(self.manifest_path)
+            except json.JSONDecodeError:
+                return {}  # a torn manifest only costs a rerun of the stages
+        return {}
+
+    def update_manifest(self, **fields: Any) -> dict:
+        m = self.manifest()
+        m.update(fields)
+        write_json(self.manifest_path, m)
+        return m
+
+    def record_stage(self, stage: str, fingerprint: str, seconds: float) -> None:
+        m = self.manifest()
+        stages = m.setdefault("stages", {})
+        stages[stage] = {
+            "fingerprint": fingerprint,
+            "outputs": hash_tree(self.stage_dir(stage)),
+            "seconds": round(seconds, 2),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        write_json(self.manifest_path, m)
+
+    def stage_outputs(self, stage: str) -> dict[str, str]:
+        return self.manifest().get("stages", {}).get(stage, {}).get("outputs", {})
+
+    def is_up_to_date(self, stage: str, fingerprint: str) -> bool:
+        """Recorded with this fingerprint, and its outputs are still on disk unchanged."""
+        entry = self.manifest().get("stages", {}).get(stage)
+        if not entry or entry.get("fingerprint") != fingerprint:
+            return False
+        return (self.root / stage).is_dir() and hash_tree(self.root / stage) == entry.get("outputs")

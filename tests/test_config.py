@@ -1,0 +1,59 @@
+import pytest
+from synthempathy.config import CONFIG_DIR, Config, ConfigError, load_config
+
+
+@pytest.mark.parametrize("profile", ["tiny", "small", "paper"])
+def test_every_shipped_profile_validates(profile):
+    cfg = load_config(profile)
+    assert cfg.profile == profile
+    assert cfg.run_dir.name == profile
+
+
+def test_paper_profile_holds_the_authors_settings():
+    cfg = load_config("paper")
+    assert (cfg.passes, cfg.temperature, cfg.top_p, cfg.gen_max_new_tokens) == (5, 0.8, 0.9, 300)
+    assert (cfg.threshold, cfg.kcenter_ratio, cfg.quantization) == (60.0, 0.9, "4bit")
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.learning_rate, cfg.max_length) == (8, 32, 0.1, 1e-4, 512)
+    assert not cfg.format_example and not cfg.prefill  # the authors' wording stays exact
+    assert cfg.embedder_prompt_name == "query"
+
+
+def test_overrides_are_typed_from_strings():
+    cfg = load_config("tiny", ["threshold=50", "arms=[ed]", "max_seed_records=10"])
+    assert cfg.threshold == 50.0 and cfg.arms == ["ed"] and cfg.max_seed_records == 10
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ({"threshold": 120}, "threshold", "0..100"),
+    ({"threshold": -1}, "threshold", "0..100"),
+    ({"kcenter_ratio": 0}, "kcenter_ratio", "(0, 1]"),
+    ({"kcenter_ratio": 1.5}, "kcenter_ratio", "(0, 1]"),
+    ({"passes": "many"}, "passes", "integer"),
+    ({"tresh": 60}, "tresh", "unknown key"),
+])
+def test_bad_override_names_key_and_profile(override, key, words):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", override)
+    msg = str(e.value)
+    assert key in msg and words in msg and "tiny.yaml" in msg
+
+
+def test_bad_profile_file_names_key_and_file(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("threshold: 60\nthreshhold: 50\npasses: two\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(bad))
+    msg = str(e.value)
+    assert str(bad) in msg and "unknown key 'threshhold'" in msg and "'passes'" in msg
+
+
+def test_missing_profile_lists_known_ones():
+    with pytest.raises(ConfigError, match="known profiles: paper, small, tiny"):
+        load_config("huge")
+
+
+def test_profiles_only_use_schema_keys():
+    import yaml
+
+    for path in CONFIG_DIR.glob("*.yaml"):
+        assert set(yaml.safe_load(path.read_text())) <= set(Config.model_fields), path
