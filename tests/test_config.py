@@ -1,4 +1,5 @@
 import pytest
+
 from synthempathy.config import CONFIG_DIR, Config, ConfigError, load_config
 
 

@@ -4,6 +4,7 @@ import tarfile
 from collections import Counter
 
 import pytest
+
 from synthempathy import data
 from synthempathy.data import EMOTIONS, DataError, load_ed
 

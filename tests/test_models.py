@@ -1,6 +1,7 @@
 import time
 
 import pytest
+
 from synthempathy import models
 from synthempathy.models import ModelError
 

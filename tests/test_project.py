@@ -5,6 +5,7 @@ import re
 
 import pytest
 import yaml
+
 from synthempathy.config import load_config
 from synthempathy.runner import NOTEBOOK_DIR
 

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from synthempathy import runner
 from synthempathy.__main__ import main
 from synthempathy.store import read_jsonl

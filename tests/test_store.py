@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from synthempathy import store as st
 from synthempathy.config import load_config
 from synthempathy.runner import stage_fingerprint

@@ -58,6 +58,7 @@ class Config(BaseModel):
     # -- 01 generation --------------------------------------------------------------------------------------
     gen_backend: Literal["transformers", "openai"] = stage("01_generate", "transformers", "Generation backend.")
     gen_endpoints: list[str] = stage("01_generate", [], "OpenAI-compatible base URLs (round-robin) for gen_backend=openai.")
+    gen_max_seeds: int | None = stage("01_generate", None, "Generate from the first N seed records only (None = all).", ge=1)
     passes: int = stage("01_generate", 1, "Full passes over the seed records (paper: 5).", ge=1)
     temperature: float = stage("01_generate", 0.8, "Sampling temperature.", ge=0)
     top_p: float = stage("01_generate", 0.9, "Nucleus sampling mass.", gt=0, le=1)

@@ -194,3 +194,56 @@ class RunStore:
         if not entry or entry.get("fingerprint") != fingerprint:
             return False
         return (self.root / stage).is_dir() and hash_tree(self.root / stage) == entry.get("outputs")
+
+
+# -- resumable caches ---------------------------------------------------------------------------------------
+
+class JsonlCache:
+    """An append-only {key: record} store on disk, flushed per write, for work that must survive a kill.
+
+    Each line is one JSON object with a "key". A torn last line (the process died mid-write) or any other
+    line that does not parse is reported, dropped, and the file rewritten without it; it is never fatal.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import logging
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dropped: list[int] = []
+        self._data: dict[str, dict] = {}
+        good_lines = []
+        if self.path.exists():
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                for n, line in enumerate(f, 1):
+                    try:
+                        row = json.loads(line)
+                        self._data[row["key"]] = row
+                        good_lines.append(line if line.endswith("\n") else line + "\n")
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        self.dropped.append(n)
+        if self.dropped:
+            logging.getLogger(__name__).warning(
+                "%s: dropped %d unreadable line(s) %s (a torn write from an interrupted run); "
+                "those items will be redone", self.path, len(self.dropped), self.dropped[:5])
+            write_text(self.path, "".join(good_lines))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def __getitem__(self, key: str) -> dict:
+        return self._data[key]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def add(self, rows: Iterable[dict]) -> None:
+        """Append rows (each with a "key") and make them durable before returning."""
+        rows = [r for r in rows if r["key"] not in self._data]
+        if not rows:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+        self._data.update((r["key"], r) for r in rows)

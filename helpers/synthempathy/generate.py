@@ -1,0 +1,231 @@
+"""Stages 1 and 2 of the paper: generate new multi-round empathetic dialogues from ED seeds, parse them into
+(context, response) rounds, and turn each dialogue into one training example (turn sampling).
+
+Generation goes through a backend (`backends.py`): in process with transformers, or any OpenAI-compatible
+endpoint. Every finished batch is appended to a cache keyed by a hash of what determines the output, so a
+killed run resumes where it stopped and ends with the same artifacts as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from .backends import Request, Sampling, derived_seed
+
+PROMPTS_FILE = Path(__file__).with_name("prompts.yaml")
+
+
+@cache
+def prompts() -> dict[str, str]:
+    return yaml.safe_load(PROMPTS_FILE.read_text(encoding="utf-8"))
+
+
+# -- stage 1: the request for one seed ------------------------------------------------------------------------
+
+def generation_messages(history: list[str] | tuple[str, ...], response: str, *, format_example: bool,
+                        system: str | None = None) -> list[tuple[str, str]]:
+    """The authors' instruction for one ED pair, as a chat; the original context is the dialogue so far.
+
+    With `format_example`, an earlier exchange (the instruction for another seed and an answer in the format)
+    comes first: a small model then follows the format far more often, and copies less than when the example
+    sits inside the instruction.
+    """
+    p = prompts()
+    messages = [("system", system or p["system"])]
+    if format_example:
+        ex = p["format_example"]
+        messages += [("user", p["generation"].format(context=ex["context"], response=ex["response"])),
+                     ("assistant", ex["answer"])]
+    return messages + [("user", p["generation"].format(context="\n".join(history), response=response))]
+
+
+def generation_requests(seeds: list[dict], cfg) -> list[tuple[dict, int, Request]]:
+    """(seed record, pass, request) for every pass over the seeds; each pass has its own seed."""
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.gen_max_new_tokens)
+    prefill = prompts()["prefill"] if cfg.prefill else ""
+    out = []
+    for n_pass in range(cfg.passes):
+        for rec in seeds:
+            messages = generation_messages(rec["history"], rec["response"], format_example=cfg.format_example)
+            seed = derived_seed(cfg.seed, n_pass, rec["id"])
+            out.append((rec, n_pass, Request.make(cfg.generator_model, messages, prefill, sampling, seed)))
+    return out
+
+
+# -- stage 1: parsing the generator's output ------------------------------------------------------------------
+
+LABEL = re.compile(
+    r"""^\s*(?:[-*>#]+\s*)?(?:\d+[.)]\s*)?          # bullets, headings, "1." numbering
+        (?:\*\*|__)?\s*
+        (round|context|response|speaker|listener)\b\s*(?:\#?\s*\d+)?\s*
+        (?:\*\*|__)?\s*[:：\-–]\s*(?:\*\*|__)?\s*(.*)$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+NUMBERED = re.compile(r"^\s*(?:\*\*|__)?\s*\d+[.)]?\s*(?:\*\*|__)?\s*$")  # a bare "1." line starts a round
+FIELD = {"context": "context", "speaker": "context", "response": "response", "listener": "response"}
+QUOTES = "\"'“”‘’`"
+SENTENCE_END = re.compile(r"""[.!?…)\]"'”’*~]\s*$|[\U0001F300-\U0001FAFF]\s*$""")
+
+
+def clean(text: str) -> str:
+    text = re.sub(r"(\*\*|__)", "", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    while len(text) >= 2 and text[0] in QUOTES and text[-1] in QUOTES:
+        text = text[1:-1].strip()
+    return text.strip(QUOTES + " ") if text.count('"') == 1 else text
+
+
+def parse_rounds(text: str, complete: bool = True) -> list[tuple[str, str]]:
+    """(context, response) pairs from a generated dialogue.
+
+    Tolerates "Round 1:" / "1." / "**Context:**" / "Speaker:" labels, markdown, quotes, blank lines and
+    missing Round lines. A context without a response is dropped. When `complete` is False (the generator hit
+    its token limit), a last response that does not end a sentence is treated as cut off and dropped.
+    """
+    pairs: list[tuple[str, str]] = []
+    current: dict[str, list[str]] = {}
+    field: str | None = None
+
+    def close() -> None:
+        nonlocal current, field
+        context, response = clean(" ".join(current.get("context", []))), clean(" ".join(current.get("response", [])))
+        if context and response:
+            pairs.append((context, response))
+        current, field = {}, None
+
+    for line in text.splitlines():
+        m = LABEL.match(line)
+        if m:
+            label, rest = m.group(1).lower(), m.group(2)
+            if label == "round":
+                close()
+                continue
+            name = FIELD[label]
+            if name == "context" and "response" in current:
+                close()  # a new context without a Round line starts the next round
+            if name in current:  # a second label of the same kind: keep the first, start over for this field
+                current[name] = []
+            current.setdefault(name, [])
+            field = name
+            if rest.strip():
+                current[name].append(rest)
+        elif NUMBERED.match(line):
+            close()
+        elif not line.strip():
+            if field and current[field]:
+                field = None  # a blank line ends a field: trailing notes after a round are not part of it
+        elif field:
+            current[field].append(line)
+    last_response = " ".join(current.get("response", []))
+    if current.get("context") and last_response.strip() and (complete or SENTENCE_END.search(last_response)):
+        close()
+    return pairs
+
+
+def example_sentences() -> list[str]:
+    ex = prompts()["format_example"]
+    return [ex["context"], ex["response"]] + [
+        clean(m.group(2)) for line in ex["answer"].splitlines() if (m := LABEL.match(line)) and m.group(1).lower() != "round"]
+
+
+def is_copy(text: str, references: list[str], ratio: float = 0.8) -> bool:
+    """True when `text` is the same as, or a near copy of, one of `references` (case and spacing ignored)."""
+    norm = " ".join(text.lower().split())
+    return any(difflib.SequenceMatcher(None, norm, " ".join(r.lower().split())).ratio() >= ratio for r in references)
+
+
+def drop_copies(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop rounds copied from the one-shot format example (a small model sometimes repeats it)."""
+    refs = example_sentences()
+    return [(c, r) for c, r in pairs if not (is_copy(c, refs) or is_copy(r, refs))]
+
+
+def parse_generation(raw: str, complete: bool, format_example: bool) -> tuple[list[tuple[str, str]], str]:
+    """(rounds, status) where status is ok | no_pair | copied_example (run_stage adds one_round)."""
+    pairs = parse_rounds(raw, complete)
+    if not pairs:
+        return [], "no_pair"
+    if format_example:
+        kept = drop_copies(pairs)
+        if not kept:
+            return [], "copied_example"
+        pairs = kept
+    return pairs, "ok"
+
+
+# -- stage 2: turn sampling ---------------------------------------------------------------------------------
+
+def transcript(rounds: list[tuple[str, str]]) -> str:
+    p = prompts()
+    return "\n".join(p["transcript_turn"].format(context=c, response=r) for c, r in rounds)
+
+
+def sample_example(rounds: list[tuple[str, str]], rng: random.Random, max_k: int = 3,
+                   authors_target: str = "next") -> dict | None:
+    """One training example from a dialogue: k earlier rounds (k uniform in 1..max_k, capped so that a next
+    round exists), then the next speaker turn; the target is that round's response (or, as in the authors'
+    script, the last round's response). None for a dialogue of fewer than two rounds."""
+    if len(rounds) < 2:
+        return None
+    k = rng.randint(1, min(max_k, len(rounds) - 1))
+    opening = prompts()["transcript_open"].format(context=rounds[k][0])
+    instruction = transcript(rounds[:k]) + "\n" + opening
+    output = rounds[k][1] if authors_target == "next" else rounds[-1][1]
+    return {"instruction": instruction, "output": output, "k": k}
+
+
+def build_examples(generations: list[dict], seed: int, max_k: int, authors_target: str) -> list[dict]:
+    examples = []
+    for g in generations:
+        rng = random.Random(f"{seed}:{g['seed_id']}:{g['pass']}")  # independent of processing order
+        ex = sample_example([tuple(r) for r in g["rounds"]], rng, max_k, authors_target)
+        if ex is not None:
+            examples.append({"id": f"{g['seed_id']}:p{g['pass']}", "seed_id": g["seed_id"], "pass": g["pass"],
+                             **ex, "emotion": g["emotion"]})
+    return examples
+
+
+# -- the stage --------------------------------------------------------------------------------------------------
+
+def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
+    """Generate, parse and sample; write generations.jsonl, examples.jsonl and summary.json."""
+    from .backends import make_backend
+    from .store import JsonlCache, read_jsonl, write_json, write_jsonl
+
+    seeds = read_jsonl(store.require("00_data", "train.jsonl"))
+    if cfg.gen_max_seeds:
+        seeds = seeds[: cfg.gen_max_seeds]
+    planned = generation_requests(seeds, cfg)
+    cache_file = JsonlCache(store.work_dir("01_generate") / "generations.cache.jsonl")
+    backend = backend or make_backend(cfg, cfg.generator_model)
+    stats = backend.generate([r for _, _, r in planned], cache_file, progress=progress, desc="generating")
+
+    generations = []
+    for rec, n_pass, req in planned:
+        out = cache_file[req.key]
+        raw = req.prefill + out["text"]
+        rounds, status = parse_generation(raw, out["finished"], cfg.format_example)
+        if status == "ok" and len(rounds) < 2:
+            status = "one_round"  # parsed, but turn sampling needs a round after the kept ones
+        generations.append({"seed_id": rec["id"], "pass": n_pass, "emotion": rec["emotion"], "raw": raw,
+                            "finished": out["finished"], "rounds": [list(r) for r in rounds], "status": status})
+    examples = build_examples(generations, cfg.seed, cfg.max_k, cfg.authors_target)
+    write_jsonl(store.path("01_generate", "generations.jsonl"), generations)
+    write_jsonl(store.path("01_generate", "examples.jsonl"), examples)
+    summary = {
+        "seeds": len(seeds), "passes": cfg.passes, "generations": len(generations), "examples": len(examples),
+        "status": dict(Counter(g["status"] for g in generations)),
+        "parse_rate": round(sum(bool(g["rounds"]) for g in generations) / max(len(generations), 1), 4),
+        "mean_rounds": round(sum(len(g["rounds"]) for g in generations) / max(len(generations), 1), 3),
+        "k": dict(sorted(Counter(e["k"] for e in examples).items())),
+        "format_example": cfg.format_example, "prefill": cfg.prefill,
+    }
+    write_json(store.path("01_generate", "summary.json"), summary)
+    return {**summary, "throughput": stats}

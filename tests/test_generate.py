@@ -1,0 +1,126 @@
+"""Stage 1-2 logic that needs no model: prompt building, parsing messy outputs, turn sampling, the cache."""
+
+import random
+
+import pytest
+
+from synthempathy import generate as G
+from synthempathy.config import load_config
+from synthempathy.store import JsonlCache
+
+CLEAN = ("I failed my driving test again today.", "That must be frustrating. What happened this time?")
+CLEAN2 = ("I panicked at the roundabout.", "Roundabouts rattle lots of people. You will get there.")
+
+PARSE_CASES = [
+    ("plain", "Round 1:\nContext: {c1}\nResponse: {r1}\nRound 2:\nContext: {c2}\nResponse: {r2}", 2),
+    ("no Round lines", "Context: {c1}\nResponse: {r1}\nContext: {c2}\nResponse: {r2}", 2),
+    ("bold labels", "**Round 1:**\n**Context:** {c1}\n**Response:** {r1}\n\n**Round 2**\n**Context:** {c2}\n**Response:** {r2}", 2),
+    ("numbered rounds", "1.\nContext: {c1}\nResponse: {r1}\n2.\nContext: {c2}\nResponse: {r2}", 2),
+    ("numbered labels", "1. Context: {c1}\n   Response: {r1}\n2. Context: {c2}\n   Response: {r2}", 2),
+    ("quotes", 'Round 1:\nContext: "{c1}"\nResponse: “{r1}”', 1),
+    ("blank lines and markdown bullets", "### Round 1\n\n- Context: {c1}\n\n- Response: {r1}\n\n\n", 1),
+    ("value on the next line", "Round 1:\nContext:\n{c1}\nResponse:\n{r1}", 1),
+    ("trailing note after the last round", "Round 1:\nContext: {c1}\nResponse: {r1}\n\nNote: each response is under 30 words.", 1),
+    ("trailing unfinished round", "Round 1:\nContext: {c1}\nResponse: {r1}\nRound 2:\nContext: {c2}\n", 1),
+    ("Speaker/Listener labels", "Round 1:\nSpeaker: {c1}\nListener: {r1}", 1),
+    ("Round with number and dash", "Round 1 -\nContext - {c1}\nResponse - {r1}", 1),
+    ("prose, no pair", "I am sorry to hear that. Take care of yourself and talk to a friend.", 0),
+    ("context only", "Context: {c1}", 0),
+    ("empty response", "Context: {c1}\nResponse:\n\nRound 2:", 0),
+]
+
+
+@pytest.mark.parametrize("case, template, n", PARSE_CASES, ids=[c[0] for c in PARSE_CASES])
+def test_parse_rounds_table(case, template, n):
+    text = template.format(c1=CLEAN[0], r1=CLEAN[1], c2=CLEAN2[0], r2=CLEAN2[1])
+    pairs = G.parse_rounds(text)
+    assert len(pairs) == n
+    if n:
+        assert pairs[0] == CLEAN
+    if n == 2:
+        assert pairs[1] == CLEAN2
+
+
+def test_cut_off_last_response_is_dropped_only_when_generation_hit_its_limit():
+    text = f"Round 1:\nContext: {CLEAN[0]}\nResponse: {CLEAN[1]}\nRound 2:\nContext: {CLEAN2[0]}\nResponse: Roundabouts rattle lots of"
+    assert G.parse_rounds(text, complete=False) == [CLEAN]
+    assert len(G.parse_rounds(text, complete=True)) == 2
+    finished = text + " people."
+    assert len(G.parse_rounds(finished, complete=False)) == 2
+
+
+def test_copies_of_the_format_example_are_dropped():
+    answer = G.prompts()["format_example"]["answer"]
+    assert G.parse_generation(answer, True, format_example=True) == ([], "copied_example")
+    mixed = answer.split("Round 2:")[0] + f"Round 2:\nContext: {CLEAN[0]}\nResponse: {CLEAN[1]}"
+    assert G.parse_generation(mixed, True, format_example=True) == ([CLEAN], "ok")
+    assert G.parse_generation("no rounds here", True, format_example=True) == ([], "no_pair")
+
+
+def test_prompt_carries_the_seed_and_the_authors_instruction():
+    msgs = G.generation_messages(["I lost my keys.", "Oh no!", "And my wallet."], "That is a rough day.",
+                                 format_example=False)
+    assert [r for r, _ in msgs] == ["system", "user"]
+    user = msgs[-1][1]
+    assert "Original Context: I lost my keys.\nOh no!\nAnd my wallet." in user
+    assert "Original Response: That is a rough day." in user
+    assert "at least three rounds" in user and "at most 30 words" in user
+    with_example = G.generation_messages(["x"], "y", format_example=True)
+    assert [r for r, _ in with_example] == ["system", "user", "assistant", "user"]
+    assert "Original Context: x" in with_example[-1][1]
+
+
+def test_requests_differ_per_pass_and_are_stable():
+    seeds = [{"id": "c:1:2", "history": ["a"], "response": "b"}, {"id": "c:2:2", "history": ["c"], "response": "d"}]
+    cfg = load_config("tiny", {"passes": 2})
+    a = G.generation_requests(seeds, cfg)
+    b = G.generation_requests(seeds, cfg)
+    assert [r.key for *_, r in a] == [r.key for *_, r in b]
+    assert len({r.key for *_, r in a}) == 4 and len({r.seed for *_, r in a}) == 4
+    other = G.generation_requests(seeds, load_config("tiny", {"passes": 2, "seed": 1}))
+    assert not {r.key for *_, r in a} & {r.key for *_, r in other}
+
+
+ROUNDS = [(f"context {i}", f"response {i}") for i in range(5)]
+
+
+def test_turn_sampling_prompt_and_target():
+    ex = G.sample_example(ROUNDS[:3], random.Random(0), max_k=3)
+    k = ex["k"]
+    assert 1 <= k <= 2
+    lines = ex["instruction"].split("\n")
+    assert lines[: 2 * k] == [x for i in range(k) for x in (f"Speaker: context {i}", f"Listener: response {i}")]
+    assert lines[2 * k:] == [f"Speaker: context {k}", "Listener: "]
+    assert ex["output"] == f"response {k}"
+    authors = G.sample_example(ROUNDS[:3], random.Random(0), max_k=3, authors_target="last")
+    assert authors["k"] == k and authors["output"] == "response 2"
+
+
+def test_turn_sampling_k_is_uniform_and_capped():
+    rng = random.Random(1)
+    ks = [G.sample_example(ROUNDS, rng, max_k=3)["k"] for _ in range(3000)]
+    assert set(ks) == {1, 2, 3} and all(abs(ks.count(k) / 3000 - 1 / 3) < 0.04 for k in (1, 2, 3))
+    assert {G.sample_example(ROUNDS[:2], rng)["k"] for _ in range(50)} == {1}
+    assert G.sample_example(ROUNDS[:1], rng) is None
+
+
+def test_build_examples_is_independent_of_order():
+    gens = [{"seed_id": f"s{i}", "pass": 0, "emotion": "sad", "rounds": [list(r) for r in ROUNDS]} for i in range(20)]
+    a = G.build_examples(gens, 0, 3, "next")
+    b = G.build_examples(list(reversed(gens)), 0, 3, "next")
+    assert sorted(a, key=lambda e: e["id"]) == sorted(b, key=lambda e: e["id"])
+    assert len({e["k"] for e in a}) > 1
+
+
+def test_cache_drops_a_torn_last_line_and_keeps_the_rest(tmp_path, caplog):
+    path = tmp_path / "c.jsonl"
+    cache = JsonlCache(path)
+    cache.add([{"key": "a", "text": "1"}, {"key": "b", "text": "2"}])
+    with open(path, "a") as f:
+        f.write('{"key": "c", "te')  # the process died mid-write
+    reopened = JsonlCache(path)
+    assert "a" in reopened and "b" in reopened and "c" not in reopened
+    assert reopened.dropped == [3] and "torn write" in caplog.text
+    reopened.add([{"key": "c", "text": "3"}, {"key": "a", "text": "dup"}])
+    assert [line.count('"key"') for line in path.read_text().splitlines()] == [1, 1, 1]
+    assert JsonlCache(path)["a"]["text"] == "1", "a finished item is never redone or duplicated"
