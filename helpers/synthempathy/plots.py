@@ -34,3 +34,21 @@ def corpus_overview(stats: dict, title: str, path: str | Path):
     sns.histplot(stats["response_words"], ax=axes[2], bins=20, color="#C44E52")
     axes[2].set(title="listener response length", xlabel="words", ylabel="responses")
     return save(fig, path)
+
+
+def generation_overview(summary: dict, generations: list[dict], title: str, path: str | Path):
+    """Parse status, rounds per generated dialogue, and the histogram of k (the authors plot it) (notebook 01)."""
+    from collections import Counter
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    status = summary["status"]
+    order = [s for s in ("ok", "one_round", "no_pair", "copied_example") if s in status]
+    axes[0].bar(order, [status[s] for s in order], color=["#55A868" if s == "ok" else "#C44E52" for s in order])
+    axes[0].set(title=f"{title}: parse status of {summary['generations']} outputs", ylabel="outputs")
+    rounds = Counter(len(g["rounds"]) for g in generations)
+    axes[1].bar([str(k) for k in sorted(rounds)], [rounds[k] for k in sorted(rounds)], color="#4C72B0")
+    axes[1].set(title="parsed rounds per output", xlabel="rounds", ylabel="outputs")
+    ks = summary["k"]
+    axes[2].bar([str(k) for k in ks], list(ks.values()), color="#8172B2")
+    axes[2].set(title=f"k: earlier rounds kept ({summary['examples']} examples)", xlabel="k", ylabel="examples")
+    return save(fig, path)
