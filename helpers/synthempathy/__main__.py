@@ -25,9 +25,24 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--profile", default="tiny")
     show.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
 
+    met = sub.add_parser("metrics", help="score a predictions file with the authors' metric protocol (JSON out)")
+    met.add_argument("--predictions", required=True, help="JSON lines with a prediction (and gold) per line")
+    met.add_argument("--references", default=None, help="separate JSON lines of golds (by id, else by line)")
+    met.add_argument("--prediction-field", default="prediction")
+    met.add_argument("--gold-field", default="gold")
+
     args = parser.parse_args(argv)
     try:
-        if args.command == "config":
+        if args.command == "metrics":
+            from .metrics import score_file
+
+            try:
+                scores = score_file(args.predictions, args.prediction_field, args.gold_field, args.references)
+            except (OSError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(json.dumps({k: round(v, 4) for k, v in scores.items()}, indent=2))
+        elif args.command == "config":
             print(json.dumps(load_config(args.profile, args.param).model_dump(), indent=2))
         elif args.command == "run":
             from .runner import StageFailed

@@ -197,6 +197,21 @@ class OpenAIBackend:
                 time.sleep(self.backoff * 2**attempt)
         raise EndpointError(f"{url}: failed after {self.retries + 1} attempts: {err}")
 
+    def next_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
+        """{token: logprob} of the most likely first tokens of the reply (for the judge)."""
+        import httpx
+
+        body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0,
+                "logprobs": True, "top_logprobs": top}
+        with httpx.Client() as client:
+            data = self.post(client, self.endpoints[0], body)
+        try:
+            first = data["choices"][0]["logprobs"]["content"][0]
+        except (KeyError, IndexError, TypeError):
+            raise EndpointError(f"{self.endpoints[0]}: the reply carries no logprobs; the judge needs an endpoint "
+                                "that returns them (vLLM, llama.cpp server)") from None
+        return {t["token"]: t["logprob"] for t in first["top_logprobs"]}
+
     def generate(self, requests: Sequence[Request], cache: JsonlCache, progress: bool = True, desc: str = "") -> dict:
         import httpx
 

@@ -73,7 +73,13 @@ class Config(BaseModel):
     # -- 02 quality -----------------------------------------------------------------------------------------
     threshold: float = stage("02_quality", 60.0, "Keep an example when S = 100*cos >= threshold (README 60, script 50).")
     disc_checkpoint: str | None = stage("02_quality", None, "Use this discriminator instead of training one.")
+    disc_endpoints: list[str] = stage("02_quality", [], "OpenAI-compatible URLs serving disc_checkpoint (else in process).")
+    disc_temperature: float = stage("02_quality", 0.8, "Sampling temperature of the discriminator's answer.", ge=0)
+    disc_top_p: float = stage("02_quality", 0.9, "Nucleus mass of the discriminator's answer.", gt=0, le=1)
     disc_max_new_tokens: int = stage("02_quality", 128, "Max new tokens of the discriminator's answer.", ge=1)
+    judge_endpoints: list[str] = stage("02_quality", [], "OpenAI-compatible URLs serving judge_model (else in process).")
+    judge_batch_size: int = stage("02_quality", 16, "Items per forward pass of the in-process judge.", ge=1)
+    sanity_pairs: int = stage("02_quality", 32, "Real and shuffled seed pairs in the judge's sanity panel.", ge=2)
 
     # -- 03 diversity ---------------------------------------------------------------------------------------
     kcenter_ratio: float = stage("03_diversity", 0.9, "Share of the quality-kept set that K-Center-Greedy keeps.")
@@ -93,6 +99,8 @@ class Config(BaseModel):
     # -- 05 evaluation --------------------------------------------------------------------------------------
     eval_max_new_tokens: int = stage("05_evaluate", 64, "Max new tokens per evaluated response.", ge=1)
     max_eval_records: int | None = stage("05_evaluate", None, "Evaluate only the first N records.", ge=1)
+    sweep_thresholds: list[float] = stage("05_evaluate", [], "Quantity-quality sweep: thresholds T to retrain and evaluate.")
+    sweep_ratios: list[float] = stage("05_evaluate", [], "Quantity-quality sweep: K-center ratios to retrain and evaluate.")
     bootstrap_resamples: int = stage("05_evaluate", 1000, "Bootstrap resamples for confidence intervals.", ge=10)
 
     @field_validator("threshold")

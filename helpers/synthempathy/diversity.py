@@ -306,3 +306,110 @@ def coverage_curve(embeddings, order, ratios) -> list[float]:
             if s + r + 1 in want:
                 radius[s + r + 1] = math.sqrt(cov.max_sq())
     return [radius[z] for z in sizes]
+
+
+# -- diversity metrics and the stage (notebook 03) -------------------------------------------------------------
+
+def mean_pairwise_cosine_distance(x: np.ndarray) -> float:
+    """Mean of 1 - cos over all pairs of distinct rows (rows are unit vectors): from one sum, no n x n matrix."""
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    s = x.astype(np.float64).sum(axis=0)
+    return float(1.0 - (s @ s - n) / (n * (n - 1)))
+
+
+def mean_nearest_neighbour_distance(x: np.ndarray) -> float:
+    """Mean L2 distance from each row to its nearest other row (chunked)."""
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    x = x.astype(np.float64)
+    sq = (x * x).sum(axis=1)
+    out = np.empty(n)
+    for lo in range(0, n, CHUNK_ROWS):
+        d = sq[lo: lo + CHUNK_ROWS, None] - 2 * x[lo: lo + CHUNK_ROWS] @ x.T + sq[None, :]
+        d[np.arange(len(d)), np.arange(lo, lo + len(d))] = np.inf
+        out[lo: lo + len(d)] = np.sqrt(np.maximum(d.min(axis=1), 0))
+    return float(out.mean())
+
+
+def example_text(example: dict) -> str:
+    """What the authors embed for diversity: instruction + output."""
+    return f"{example['instruction']}{example['output']}"
+
+
+def seed_text(record: dict) -> str:
+    """A seed ED record written the way synthetic examples are, so both live in one embedding space."""
+    turns = [f"{'Speaker' if i % 2 == 0 else 'Listener'}: {t}" for i, t in enumerate(record["history"])]
+    return "\n".join(turns) + "\nListener: " + record["response"]
+
+
+def set_metrics(x: np.ndarray, responses: list[str], covers: tuple[np.ndarray, list[int]] | None = None) -> dict:
+    """The diversity table's row for one set; `covers` = (full set, indices of this set in it) adds the
+    coverage radius (the K-center objective) of the full set by this one."""
+    from .metrics import distinct_n
+
+    return {
+        "size": len(x),
+        "mean_pairwise_cosine_distance": round(mean_pairwise_cosine_distance(x), 4),
+        "mean_nn_distance": round(mean_nearest_neighbour_distance(x), 4),
+        "coverage_radius": round(coverage_radius(*covers), 4) if covers and len(covers[1]) else None,
+        "dist1": round(distinct_n(responses, 1), 2), "dist2": round(distinct_n(responses, 2), 2),
+    }
+
+
+COVERAGE_RATIOS = tuple(round(r, 2) for r in np.arange(0.05, 1.0001, 0.05))
+
+
+def select_diverse(examples: list[dict], embedder, ratio: float, seed: int):
+    """K-Center-Greedy over instruction + output embeddings: (D_a in selection order, D_d, full order, vectors)."""
+    if not examples:
+        raise ValueError("no quality-selected example to diversify (the quality threshold kept none)")
+    x = embedder.encode([example_text(e) for e in examples])
+    order = kcenter_greedy(x, k=len(x), seed=seed)  # the full order: every ratio is a prefix of it
+    k = max(1, int(round(ratio * len(x))))
+    chosen = set(order[:k])
+    d_a = [{**examples[i], "kcenter_rank": r} for r, i in enumerate(order[:k])]
+    d_d = [examples[i] for i in range(len(examples)) if i not in chosen]
+    return d_a, d_d, order, x
+
+
+def run_stage(cfg, store) -> dict:
+    """K-Center-Greedy over the quality-selected examples: D_a (kept) and D_d (discarded), plus the maps' data."""
+    from .models import Embedder
+    from .store import read_jsonl, write_json, write_jsonl, write_npy
+
+    kept = read_jsonl(store.require("02_quality", "selected.jsonl"))
+    embedder = Embedder(cfg.embedder, store.cache_dir, cfg.embedder_prompt_name, cfg.device)
+    d_a, d_d, order, x = select_diverse(kept, embedder, cfg.kcenter_ratio, cfg.seed)
+    k = len(d_a)
+    write_npy(store.path("03_diversity", "embeddings.npy"), x)
+    write_json(store.path("03_diversity", "embedding_ids.json"), [e["id"] for e in kept])
+    write_jsonl(store.path("03_diversity", "selected.jsonl"), d_a)
+    write_jsonl(store.path("03_diversity", "discarded.jsonl"), d_d)
+
+    seeds = read_jsonl(store.require("00_data", "train.jsonl"))
+    synthetic = read_jsonl(store.require("01_generate", "examples.jsonl"))
+    rest = sorted(set(range(len(kept))) - set(order[:k]))
+    sets = {"seed": (seeds, seed_text, "response", None), "all synthetic": (synthetic, example_text, "output", None),
+            "quality-kept": (kept, example_text, "output", list(range(len(kept)))),
+            "D_a (diversity-kept)": (d_a, example_text, "output", order[:k]),
+            "D_d (discarded)": (d_d, example_text, "output", rest)}
+    table = {name: set_metrics(embedder.encode([text(r) for r in rows]), [r[field] for r in rows],
+                               (x, idx) if idx is not None else None)
+             for name, (rows, text, field, idx) in sets.items()}
+    curve = coverage_curve(x, order, COVERAGE_RATIOS)
+    metrics = {"ratio": cfg.kcenter_ratio, "kept": len(d_a), "discarded": len(d_d), "sets": table,
+               "coverage_curve": {"ratios": list(COVERAGE_RATIOS), "radius": [round(r, 4) for r in curve]}}
+    write_json(store.path("03_diversity", "metrics.json"), metrics)
+    return metrics
+
+
+def umap_coordinates(vectors: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    """One seeded UMAP fit (cosine metric) for every overlay of notebook 03."""
+    import umap
+
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(vectors) - 1), min_dist=0.1, metric="cosine",
+                        random_state=seed, n_jobs=1)
+    return reducer.fit_transform(vectors)

@@ -178,7 +178,8 @@ def sample_example(rounds: list[tuple[str, str]], rng: random.Random, max_k: int
     opening = prompts()["transcript_open"].format(context=rounds[k][0])
     instruction = transcript(rounds[:k]) + "\n" + opening
     output = rounds[k][1] if authors_target == "next" else rounds[-1][1]
-    return {"instruction": instruction, "output": output, "k": k}
+    history = [turn for pair in rounds[:k] for turn in pair] + [rounds[k][0]]  # the same turns, as a chat
+    return {"instruction": instruction, "output": output, "k": k, "history": history}
 
 
 def build_examples(generations: list[dict], seed: int, max_k: int, authors_target: str) -> list[dict]:

@@ -256,6 +256,12 @@ def corpus_metrics(stats: ExampleStats, weights: np.ndarray | None = None) -> di
     return out
 
 
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Corpus Dist-n x 100 of raw texts: distinct n-grams over all n-grams, on the metric tokens."""
+    grams = [tuple(tok[i: i + n]) for tok in map(tokenize, texts) for i in range(len(tok) - n + 1)]
+    return 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+
+
 def metrics_from_tokens(preds: list[list[str]], refs: list[list[str]]) -> dict[str, float]:
     """`automatic_metrics` on token lists (already lower-cased by `tokenize`)."""
     return corpus_metrics(example_stats(preds, refs))
@@ -422,6 +428,20 @@ def paired_bootstrap(
             "share_above_zero": float(np.mean(diff > 0)),
         }
     return out
+
+
+def paired_bootstrap_values(
+    values_a: Sequence[float], values_b: Sequence[float], n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, float]:
+    """Paired bootstrap of the mean of per-example values (judge scores, cosines), A minus B, same resamples."""
+    diff = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
+    if diff.ndim != 1 or len(diff) == 0:
+        raise ValueError("paired_bootstrap_values needs two equally long, non-empty sequences")
+    boot, _ = _resample_weights(len(diff), n_resamples, seed)
+    reps = boot @ diff / len(diff)
+    low, high = _interval(reps, alpha)
+    return {"point_diff": float(diff.mean()), "mean_diff": float(reps.mean()), "low": low, "high": high,
+            "share_above_zero": float(np.mean(reps > 0))}
 
 
 # ---------------------------------------------------------------------------------------------------------

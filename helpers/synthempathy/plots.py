@@ -52,3 +52,144 @@ def generation_overview(summary: dict, generations: list[dict], title: str, path
     axes[2].bar([str(k) for k in ks], list(ks.values()), color="#8172B2")
     axes[2].set(title=f"k: earlier rounds kept ({summary['examples']} examples)", xlabel="k", ylabel="examples")
     return save(fig, path)
+
+
+def similarity_histogram(similarities: list[float], threshold: float, title: str, path: str | Path):
+    """The authors' figure: histogram of S = 100 cos(E_D, E_G) in bins of 10, with T marked (notebook 02)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    ax.hist(similarities, bins=range(0, 101, 10), color="#4C72B0", edgecolor="white")
+    for t, style in ((50, ":"), (60, "--")):
+        kept = sum(s >= t for s in similarities)
+        ax.axvline(t, color="#C44E52" if t == threshold else "grey", ls=style, lw=2,
+                   label=f"T = {t}: keeps {kept} of {len(similarities)}")
+    if threshold not in (50, 60):
+        ax.axvline(threshold, color="#C44E52", lw=2, label=f"T = {threshold} (this run)")
+    ax.set(title=f"{title}: similarity of the synthetic reply to M_D's reply", xlabel="S = 100 x cosine",
+           ylabel="examples", xlim=(0, 100))
+    ax.legend(loc="upper left")
+    return save(fig, path)
+
+
+def judge_overview(rows: list[dict], panel: list[dict], criteria, title: str, path: str | Path):
+    """Judge scores of the synthetic data before/after selection, and the sanity panel (notebook 02)."""
+    import pandas as pd
+
+    n = len(panel) // 2
+    long = [{"criterion": c, "set": "all synthetic", "score": r[c]} for r in rows for c in criteria]
+    long += [{"criterion": c, "set": "quality-selected", "score": r[c]} for r in rows if r["selected"] for c in criteria]
+    long += [{"criterion": c, "set": "seed: real pair" if i < n else "seed: shuffled pair", "score": r[c]}
+             for i, r in enumerate(panel) for c in criteria]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    sns.boxplot(pd.DataFrame(long), x="criterion", y="score", hue="set", ax=ax,
+                palette=["#4C72B0", "#55A868", "#8172B2", "#C44E52"])
+    ax.set(title=f"{title}: judge's expected score (1..3)", ylim=(0.9, 3.1), xlabel="")
+    ax.legend(loc="lower right", fontsize=8)
+    return save(fig, path)
+
+
+def umap_maps(coords, groups: dict, emotions: list[str], title: str, path: str | Path):
+    """Three overlays of one UMAP fit (notebook 03): (a) seed vs synthetic vs the two filters, (b) the synthetic
+    data by its seed's emotion, (c) D_a vs D_d. `groups` maps a name to row indices into `coords`."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.4))
+    layers = [("seed", "#BBBBBB", 14), ("all synthetic", "#4C72B0", 18), ("quality-kept", "#DD8452", 26),
+              ("D_a (diversity-kept)", "#55A868", 10)]
+    for name, color, size in layers:
+        idx = groups[name]
+        axes[0].scatter(coords[idx, 0], coords[idx, 1], s=size, c=color, label=f"{name} ({len(idx)})", alpha=0.8)
+    axes[0].set_title(f"(a) {title}: seed ED and synthetic data")
+    syn = np.asarray(groups["all synthetic"])
+    names = sorted(set(emotions))
+    palette = sns.color_palette("husl", len(names))
+    for color, emo in zip(palette, names):
+        idx = syn[[e == emo for e in emotions]]
+        axes[1].scatter(coords[idx, 0], coords[idx, 1], s=18, color=color, label=emo)
+    axes[1].set_title("(b) synthetic data by the seed's emotion")
+    axes[1].legend(fontsize=6, ncol=2, markerscale=0.8, loc="best")
+    for name, color in (("D_a (diversity-kept)", "#55A868"), ("D_d (discarded)", "#C44E52")):
+        idx = groups[name]
+        axes[2].scatter(coords[idx, 0], coords[idx, 1], s=28 if "D_d" in name else 16, c=color, label=f"{name} ({len(idx)})")
+    axes[2].set_title("(c) K-Center-Greedy: kept vs discarded")
+    for ax in (axes[0], axes[2]):
+        ax.legend(fontsize=8, loc="best")
+    for ax in axes:
+        ax.set(xticks=[], yticks=[])
+    return save(fig, path)
+
+
+def coverage_curve(ratios, radius, chosen_ratio: float, title: str, path: str | Path):
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(ratios, radius, marker="o", color="#4C72B0")
+    ax.axvline(chosen_ratio, color="#C44E52", ls="--", label=f"ratio {chosen_ratio}")
+    ax.set(title=f"{title}: coverage radius vs. share kept by K-Center-Greedy", xlabel="share of the quality-kept set",
+           ylabel="coverage radius (L2)")
+    ax.legend()
+    return save(fig, path)
+
+
+def loss_curves(logs: dict[str, list[dict]], title: str, path: str | Path):
+    """Training loss per step and validation loss per arm (notebook 04)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    palette = sns.color_palette("deep", len(logs))
+    for color, (arm, log) in zip(palette, logs.items()):
+        train = [(h["step"], h["loss"]) for h in log if "loss" in h and "step" in h]
+        evals = [(h["step"], h["eval_loss"]) for h in log if "eval_loss" in h and "step" in h]
+        if train:
+            ax.plot(*zip(*train), color=color, alpha=0.6, label=f"{arm}: train")
+        if evals:
+            ax.plot(*zip(*evals), color=color, marker="o", ls="--", label=f"{arm}: validation")
+    ax.set(title=f"{title}: loss on the listener response", xlabel="optimizer step", ylabel="cross-entropy")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def results_bars(results: dict, title: str, path: str | Path):
+    """Grouped bars with 95% intervals per metric family, one bar per arm (notebook 05)."""
+    import numpy as np
+
+    families = {"BLEU-1..4": ["bleu1", "bleu2", "bleu3", "bleu4"], "ROUGE-1/2/L": ["rouge1", "rouge2", "rougeL"],
+                "Dist-1/2, F1, emb. cos": ["dist1", "dist2", "f1", "embedding_cos"],
+                "LLM judge (1..3)": ["naturalness", "coherence", "empathy"]}
+    arms = list(results["arms"])
+    palette = sns.color_palette("deep", len(arms))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5))
+    width = 0.8 / len(arms)
+    for ax, (fam, keys) in zip(axes, families.items()):
+        x = np.arange(len(keys))
+        for j, (arm, color) in enumerate(zip(arms, palette)):
+            vals = np.array([results["arms"][arm]["figures"][k] for k in keys])
+            ax.bar(x + j * width, vals[:, 0], width, color=color, label=arm,
+                   yerr=[vals[:, 0] - vals[:, 1], vals[:, 2] - vals[:, 0]], capsize=2)
+        ax.set_xticks(x + width * (len(arms) - 1) / 2, keys, fontsize=8)
+        ax.set_title(fam)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}: evaluation ({results['eval_examples']} examples, 95% bootstrap intervals)")
+    return save(fig, path)
+
+
+def judge_by_arm(per_arm: dict[str, dict[str, list[float]]], criteria, title: str, path: str | Path):
+    import pandas as pd
+
+    long = [{"arm": arm, "criterion": c, "score": s} for arm, d in per_arm.items() for c in criteria for s in d[c]]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    sns.violinplot(pd.DataFrame(long), x="criterion", y="score", hue="arm", ax=ax, cut=0, density_norm="width")
+    ax.set(title=f"{title}: judge's expected score per response", ylim=(0.9, 3.1), xlabel="")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def sweep_tradeoff(rows: list[dict], title: str, path: str | Path, keys=("bleu2", "rougeL", "embedding_cos")):
+    """Quantity against quality: synthetic examples added vs. score, one line per swept parameter (notebook 05)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
+    for ax, key in zip(axes, keys):
+        for param, marker in (("threshold", "o"), ("kcenter_ratio", "s")):
+            pts = sorted((r["synthetic"], r[key], r["value"]) for r in rows if r["param"] == param)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=param)
+                for x, y, v in pts:
+                    ax.annotate(f"{v:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set(title=key, xlabel="synthetic examples added to ED", ylabel=key)
+    axes[0].legend()
+    fig.suptitle(f"{title}: quantity vs. quality")
+    return save(fig, path)

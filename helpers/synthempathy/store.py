@@ -144,6 +144,13 @@ class RunStore:
         d.mkdir(exist_ok=True)
         return d
 
+    @property
+    def cache_dir(self) -> Path:
+        """Caches shared by the stages of one run (embeddings); not part of any stage's outputs."""
+        d = self.root / "cache"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
     def path(self, stage: str, name: str) -> Path:
         return self.stage_dir(stage) / name
 

@@ -1,0 +1,170 @@
+"""The LLM judge: naturalness, coherence and empathy of a reply, each on the authors' 1..3 rubric.
+
+The authors asked the judge for "scores ONLY" and kept the raw text. Here the score is read from the judge's
+next-token distribution at the answer position: with p1, p2, p3 the probabilities of the tokens "1", "2", "3"
+(renormalized over those three), the expected score is 1*p1 + 2*p2 + 3*p3, and the argmax is reported too. In
+process this comes from the logits; through an OpenAI-compatible endpoint, from the returned top logprobs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .generate import prompts
+from .store import JsonlCache, hash_obj
+
+CRITERIA = ("naturalness", "coherence", "empathy")
+LABELS = ("1", "2", "3")
+
+
+def judge_messages(history: Sequence[str], response: str, criterion: str) -> list[dict]:
+    p = prompts()["judge"]
+    turns = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {t}" for i, t in enumerate(history))
+    user = p["template"].format(history=turns, response=response, criterion=criterion, rubric=p["criteria"][criterion])
+    return [{"role": "system", "content": prompts()["system"]}, {"role": "user", "content": user}]
+
+
+def scores_from_logits(logits: Sequence[float]) -> tuple[float, int]:
+    """(expected score, argmax score) from the logits (or log-probs) of "1", "2", "3", renormalized over them.
+
+    A label the model gives no probability (logit -inf, e.g. absent from an endpoint's top logprobs) counts 0.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if not np.isfinite(x).any():
+        raise ValueError("the judge gave none of the labels 1, 2, 3 any probability")
+    p = np.exp(x - x[np.isfinite(x)].max())
+    p /= p.sum()
+    return float(p @ np.arange(1, 4)), int(np.argmax(p)) + 1
+
+
+class InProcessJudge:
+    """The judge model in this process: one forward pass per item, batched with left padding."""
+
+    def __init__(self, model_spec: str, device: str = "auto", batch_size: int = 16):
+        from .models import load_lm
+
+        self.model, self.tok = load_lm(model_spec, device)
+        self.tok.padding_side = "left"
+        self.spec, self.batch_size = model_spec, batch_size
+        self.label_ids = [self._single_token(label) for label in LABELS]
+
+    def _single_token(self, label: str) -> int:
+        ids = self.tok.encode(label, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"judge {self.spec}: the label {label!r} is not one token ({ids}); cannot read its probability")
+        return ids[0]
+
+    def label_logits(self, messages_batch: list[list[dict]]) -> list[list[float]]:
+        import torch
+
+        texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_batch]
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        with torch.inference_mode():
+            logits = self.model(**enc).logits[:, -1, :]
+        return logits[:, self.label_ids].float().tolist()
+
+
+class EndpointJudge:
+    """The judge behind an OpenAI-compatible endpoint that returns top logprobs (vLLM, llama.cpp server)."""
+
+    def __init__(self, backend, batch_size: int = 8):
+        self.backend, self.spec, self.batch_size = backend, backend.model, batch_size
+
+    def label_logits(self, messages_batch: list[list[dict]]) -> list[list[float]]:
+        out = []
+        for messages in messages_batch:
+            top = self.backend.next_token_logprobs(messages)
+            out.append([max((lp for tok, lp in top.items() if tok.strip() == label), default=-math.inf)
+                        for label in LABELS])
+        return out
+
+
+def score_items(judge, items: list[dict], cache: JsonlCache, progress: bool = True) -> list[dict]:
+    """items: {id, history, response}. Returns one row per item with every criterion's expected and argmax score."""
+    todo = []
+    keyed = []
+    for it in items:
+        for c in CRITERIA:
+            msgs = judge_messages(it["history"], it["response"], c)
+            key = hash_obj({"judge": judge.spec, "messages": msgs})[:24]
+            keyed.append((it["id"], c, key))
+            if key not in cache:
+                todo.append((key, msgs))
+    bar = tqdm(total=len(todo), desc="judging", unit="item", disable=not progress, mininterval=1.0)
+    for i in range(0, len(todo), judge.batch_size):
+        chunk = todo[i: i + judge.batch_size]
+        logits = judge.label_logits([m for _, m in chunk])
+        rows = []
+        for (key, _), lg in zip(chunk, logits):
+            expected, argmax = scores_from_logits(lg)
+            rows.append({"key": key, "logits": lg, "expected": expected, "argmax": argmax})
+        cache.add(rows)
+        bar.update(len(chunk))
+    bar.close()
+    by_id: dict[str, dict] = {}
+    for item_id, c, key in keyed:
+        row = by_id.setdefault(item_id, {"id": item_id})
+        row[c] = round(cache[key]["expected"], 4)
+        row[f"{c}_argmax"] = cache[key]["argmax"]
+    return [by_id[it["id"]] for it in items]
+
+
+def shuffled_pairs(records: list[dict], n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """n real (history, response) seed pairs, and the same responses moved to other dialogues (a derangement)."""
+    rng = random.Random(seed)
+    chosen = rng.sample(records, min(n, len(records)))
+    perm = list(range(len(chosen)))
+    while any(i == j for i, j in enumerate(perm)):
+        rng.shuffle(perm)
+    real = [{"id": f"real:{r['id']}", "history": r["history"], "response": r["response"]} for r in chosen]
+    fake = [{"id": f"shuffled:{r['id']}", "history": r["history"], "response": chosen[j]["response"]}
+            for r, j in zip(chosen, perm)]
+    return real, fake
+
+
+def separation(real: list[float], shuffled: list[float]) -> float:
+    """P(score of a real pair > score of a shuffled pair), ties counting half: 0.5 = no separation (an AUC)."""
+    wins = sum((a > b) + 0.5 * (a == b) for a in real for b in shuffled)
+    return wins / (len(real) * len(shuffled))
+
+
+def make_judge(cfg):
+    if cfg.judge_endpoints:
+        from .backends import OpenAIBackend
+
+        return EndpointJudge(OpenAIBackend(cfg.judge_endpoints, cfg.judge_model))
+    return InProcessJudge(cfg.judge_model, cfg.device, cfg.judge_batch_size)
+
+
+def run_stage(cfg, store, progress: bool = True) -> dict:
+    """Judge every scored synthetic example (selected or not) and the sanity panel; write judge*.jsonl."""
+    from .store import read_jsonl, write_json, write_jsonl
+
+    scored = read_jsonl(store.require("02_quality", "scored.jsonl"))
+    kept = {r["id"] for r in read_jsonl(store.require("02_quality", "selected.jsonl"))}
+    seeds = read_jsonl(store.require("00_data", "train.jsonl"))
+    judge = make_judge(cfg)
+    cache = JsonlCache(store.work_dir("02_quality") / "judge.cache.jsonl")
+    items = [{"id": r["id"], "history": r["history"], "response": r["output"]} for r in scored]
+    rows = [{**row, "selected": row["id"] in kept} for row in score_items(judge, items, cache, progress)]
+    real, fake = shuffled_pairs(seeds, cfg.sanity_pairs, cfg.seed)
+    panel = score_items(judge, real + fake, cache, progress)
+    write_jsonl(store.path("02_quality", "judge.jsonl"), rows)
+    write_jsonl(store.path("02_quality", "judge_sanity.jsonl"), panel)
+    n = len(real)
+    summary = {c: {"all": _mean(r[c] for r in rows), "selected": _mean(r[c] for r in rows if r["selected"]),
+                   "sanity_real": _mean(r[c] for r in panel[:n]), "sanity_shuffled": _mean(r[c] for r in panel[n:]),
+                   "sanity_separation": round(separation([r[c] for r in panel[:n]], [r[c] for r in panel[n:]]), 3)}
+               for c in CRITERIA}
+    write_json(store.path("02_quality", "judge_summary.json"), summary)
+    return summary
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return round(float(np.mean(values)), 4) if values else None

@@ -1,0 +1,93 @@
+"""Stage 02: the SFT helper, similarity selection, and the judge."""
+
+import math
+
+import numpy as np
+import pytest
+
+from synthempathy import finetune, judge, quality
+from synthempathy.config import load_config
+from synthempathy.data import load_ed
+from synthempathy.models import load_lm
+from synthempathy.store import JsonlCache
+
+
+def test_similarity_is_100_cosine_and_selection_keeps_the_boundary():
+    a = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    b = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    assert quality.similarity(a, b).tolist() == [100.0, 60.0, 0.0]
+    rows = [{"id": str(i), "similarity": s} for i, s in enumerate([59.9999, 60.0, 60.0001, 100.0, 12.0])]
+    assert [r["id"] for r in quality.select(rows, 60)] == ["1", "2", "3"]
+    assert quality.select(rows, 100) == [rows[3]] and quality.select(rows, 0) == rows
+
+
+def test_chat_format_alternates_speaker_and_listener():
+    msgs = finetune.chat(["s1", "l1", "s2"], system="sys")
+    assert [(m["role"], m["content"]) for m in msgs] == [("system", "sys"), ("user", "s1"), ("assistant", "l1"), ("user", "s2")]
+    row = finetune.sft_rows([{"history": ["s1"], "response": "l1"}], "sys")[0]
+    assert row["completion"] == [{"role": "assistant", "content": "l1"}] and row["prompt"][-1]["content"] == "s1"
+
+
+@pytest.mark.parametrize("logits, expected, argmax", [
+    ([0.0, 0.0, 0.0], 2.0, 1),                       # uniform: (1+2+3)/3; ties go to the lowest score
+    ([math.log(0.2), math.log(0.3), math.log(0.5)], 2.3, 3),
+    ([10.0, -math.inf, -math.inf], 1.0, 1),          # labels missing from an endpoint's top logprobs count 0
+    ([1000.0, 999.0, 998.0], None, 1),               # large logits must not overflow
+])
+def test_expected_score_arithmetic(logits, expected, argmax):
+    got, top = judge.scores_from_logits(logits)
+    if expected is not None:
+        assert got == pytest.approx(expected)
+    assert 1 <= got <= 3 and top == argmax
+
+
+def test_expected_score_needs_some_probability():
+    with pytest.raises(ValueError, match="none of the labels"):
+        judge.scores_from_logits([-math.inf] * 3)
+
+
+def test_sanity_pairs_are_a_derangement():
+    records = [{"id": str(i), "history": [f"h{i}"], "response": f"r{i}"} for i in range(10)]
+    real, fake = judge.shuffled_pairs(records, 6, seed=3)
+    assert [r["history"] for r in real] == [f["history"] for f in fake]
+    assert all(r["response"] != f["response"] for r, f in zip(real, fake))
+    assert sorted(r["response"] for r in real) == sorted(f["response"] for f in fake)
+    assert judge.separation([3, 3], [1, 1]) == 1.0 and judge.separation([2], [2]) == 0.5
+
+
+@pytest.mark.slow
+def test_in_process_judge_scores_real_items_within_1_to_3(tmp_path):
+    j = judge.InProcessJudge("packaged:smollm2-135m-instruct", "cpu", batch_size=4)
+    items = [{"id": "a", "history": ["I lost my job today."], "response": "I am so sorry. That is a hard blow."},
+             {"id": "b", "history": ["My dog had puppies!"], "response": "The train leaves at nine."}]
+    cache = JsonlCache(tmp_path / "judge.jsonl")
+    rows = judge.score_items(j, items, cache, progress=False)
+    assert [r["id"] for r in rows] == ["a", "b"] and len(cache) == 6
+    for r in rows:
+        for c in judge.CRITERIA:
+            assert 1.0 <= r[c] <= 3.0 and r[f"{c}_argmax"] in (1, 2, 3)
+    assert judge.score_items(j, items, cache, progress=False) == rows  # cached, identical
+
+
+def seed_items(n):
+    return [r.to_dict() for r in load_ed("packaged:seed", "train")[:n]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization", ["4bit", "none"])
+def test_sft_loss_falls_and_the_adapter_reloads_and_generates(tmp_path, quantization):
+    cfg = load_config("tiny", {"quantization": quantization, "max_steps": 8, "learning_rate": 2e-3,
+                               "train_batch_size": 4, "max_length": 128})
+    record = finetune.train_lora(cfg, seed_items(4), tmp_path / "out", tmp_path / "work", name="t")
+    assert record["steps"] == 8 and record["quantization"] == quantization
+    assert record["final_loss"] < record["first_loss"] * 0.8, record
+    for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "training_log.json", "completed.json"):
+        assert (tmp_path / "out" / name).exists(), name
+    assert not (tmp_path / "work").exists(), "checkpoints are removed once the adapter is saved"
+    model, tok = load_lm(str(tmp_path / "out"), device="cpu")
+    enc = tok.apply_chat_template(finetune.chat(["My cat is sick."], "You are a helpful assistant."),
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**enc, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1]
+    again = finetune.train_lora(cfg, seed_items(4), tmp_path / "out", tmp_path / "work2")
+    assert again == record and not (tmp_path / "work2").exists(), "a completed adapter is not retrained"
