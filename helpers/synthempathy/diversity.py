@@ -350,10 +350,13 @@ def set_metrics(x: np.ndarray, responses: list[str], covers: tuple[np.ndarray, l
     coverage radius (the K-center objective) of the full set by this one."""
     from .metrics import distinct_n
 
+    def r4(v: float) -> float | None:
+        return None if np.isnan(v) else round(v, 4)  # a one-point set has no pairs: null, not NaN, in JSON
+
     return {
         "size": len(x),
-        "mean_pairwise_cosine_distance": round(mean_pairwise_cosine_distance(x), 4),
-        "mean_nn_distance": round(mean_nearest_neighbour_distance(x), 4),
+        "mean_pairwise_cosine_distance": r4(mean_pairwise_cosine_distance(x)),
+        "mean_nn_distance": r4(mean_nearest_neighbour_distance(x)),
         "coverage_radius": round(coverage_radius(*covers), 4) if covers and len(covers[1]) else None,
         "dist1": round(distinct_n(responses, 1), 2), "dist2": round(distinct_n(responses, 2), 2),
     }

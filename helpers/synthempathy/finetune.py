@@ -67,7 +67,7 @@ def load_base_for_training(model_spec: str, device: str, quantization: str):
             qc.bnb_4bit_use_double_quant = False
             model = AutoModelForCausalLM.from_pretrained(path, quantization_config=qc, device_map={"": device}, dtype=dtype)
             notes.update(double_quant=False, double_quant_error=str(e)[:300])
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device == "cuda")
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
@@ -129,9 +129,9 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
         output_dir=str(work_dir), seed=cfg.seed, data_seed=cfg.seed,
         per_device_train_batch_size=cfg.train_batch_size, learning_rate=cfg.learning_rate,
         max_steps=steps or -1, num_train_epochs=cfg.epochs, lr_scheduler_type="linear",
-        max_length=cfg.max_length, gradient_checkpointing=True,
+        max_length=cfg.max_length, gradient_checkpointing=notes["device"] == "cuda",
         logging_steps=1, save_strategy="steps", save_steps=max(1, (steps or 50) // 3), save_total_limit=1,
-        eval_strategy="steps" if eval_items else "no", eval_steps=max(1, (steps or 50) // 3),
+        eval_strategy="steps" if eval_items else "no", eval_steps=max(1, (steps or 50) // 2),
         per_device_eval_batch_size=cfg.train_batch_size,
         use_cpu=notes["device"] == "cpu", bf16=notes["device"] == "cuda", report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",

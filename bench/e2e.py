@@ -1,0 +1,48 @@
+"""Wall time and peak memory of the whole `tiny` chain (after setup), against the 10-minute / 4 GiB target.
+
+Runs `python -m synthempathy run --profile tiny --force` in a fresh run folder, as a child process, and reads
+per-stage timings from the run's manifest.
+    python bench/e2e.py [--profile tiny] [-p key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_SECONDS, STRETCH_SECONDS, TARGET_GIB = 600, 300, 4.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("-p", "--param", action="append", default=[])
+    args = parser.parse_args()
+    print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "synthempathy", "run", "--profile", args.profile, "--force",
+               "-p", f"run_root={tmp}", "-p", f"figures_dir={tmp}/figures", *sum((["-p", p] for p in args.param), [])]
+        t0 = time.time()
+        proc = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode:
+            raise SystemExit(f"the chain failed:\n{proc.stderr[-3000:]}")
+        # the largest resident set of any process the chain started (each notebook runs in its own kernel)
+        peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        manifest = json.loads((Path(tmp) / args.profile / "manifest.json").read_text())
+    for stage, entry in manifest["stages"].items():
+        print(f"e2e stage {stage}: {entry['seconds']:.1f} s")
+    print(f"e2e {args.profile}: wall {wall:.0f} s ({wall / 60:.1f} min), peak RSS of one process {peak_gib:.2f} GiB; "
+          f"ratio to the 10-min target {wall / TARGET_SECONDS:.2f}x (stretch 5 min: {wall / STRETCH_SECONDS:.2f}x), "
+          f"to the 4 GiB target {peak_gib / TARGET_GIB:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
