@@ -55,8 +55,9 @@ def prepared_run(root: Path) -> tuple[dict, RunStore]:
 
 def start(overrides: dict, log_dir: Path, name: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-c", STAGE_CODE, json.dumps(overrides)], env=env,
-                            stdout=open(log_dir / f"{name}.out", "w"), stderr=open(log_dir / f"{name}.err", "w"))
+    with open(log_dir / f"{name}.out", "w") as out, open(log_dir / f"{name}.err", "w") as err:
+        return subprocess.Popen([sys.executable, "-c", STAGE_CODE, json.dumps(overrides)], env=env,
+                                stdout=out, stderr=err)
 
 
 def finish(proc: subprocess.Popen, log_dir: Path, name: str) -> tuple[dict, str]:

@@ -135,9 +135,6 @@ def test_a_down_endpoint_fails_fast_naming_its_url(tmp_path):
     assert len(cache) == 0
 
 
-@pytest.mark.xfail(strict=True, raises=EndpointError,
-                   reason="OpenAIBackend assigns request i to endpoint i % n and never retries it elsewhere: one "
-                          "dead URL among live ones fails the whole run instead of failing over")
 def test_round_robin_fails_over_to_the_live_endpoint(server, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"
     backend = OpenAIBackend([dead, server], "smollm2", concurrency=1, timeout=60, retries=1, backoff=0.1)

@@ -61,6 +61,10 @@ class EndpointError(RuntimeError):
     """An OpenAI-compatible endpoint could not be used; the message names the URL and the cause."""
 
 
+class RequestRejected(EndpointError):
+    """The endpoint answered, and refused the request (HTTP 4xx): another endpoint would refuse it too."""
+
+
 def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="req", disable=not enabled, mininterval=1.0)
 
@@ -190,12 +194,26 @@ class OpenAIBackend:
                     return resp.json()
                 err = f"HTTP {resp.status_code}: {resp.text[:200]}"
             except httpx.HTTPStatusError as e:
-                raise EndpointError(f"{url}: request rejected: HTTP {e.response.status_code}: {e.response.text[:300]}") from None
+                raise RequestRejected(f"{url}: request rejected: HTTP {e.response.status_code}: {e.response.text[:300]}") from None
             except httpx.HTTPError as e:
                 err = f"{type(e).__name__}: {e}"
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
         raise EndpointError(f"{url}: failed after {self.retries + 1} attempts: {err}")
+
+    def post_round_robin(self, client, i: int, body: dict) -> dict:
+        """Request i goes to endpoint i mod n; if that one is down, to the next, so one dead server among
+        live ones slows a run instead of failing it. A rejected request (HTTP 4xx) is not retried elsewhere."""
+        errors = []
+        n = len(self.endpoints)
+        for url in (self.endpoints[(i + j) % n] for j in range(n)):
+            try:
+                return self.post(client, url, body)
+            except RequestRejected:
+                raise
+            except EndpointError as e:
+                errors.append(str(e))
+        raise EndpointError("every endpoint failed:\n  " + "\n  ".join(errors))
 
     def next_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
         """{token: logprob} of the most likely first tokens of the reply (for the judge)."""
@@ -223,7 +241,7 @@ class OpenAIBackend:
         bar = _progress(len(todo), desc, progress)
 
         def one(i: int, req: Request, client) -> None:
-            data = self.post(client, self.endpoints[i % len(self.endpoints)], self.body(req))
+            data = self.post_round_robin(client, i, self.body(req))
             choice = data["choices"][0]
             n = (data.get("usage") or {}).get("completion_tokens", 0)
             row = {"key": req.key, "text": choice["message"]["content"] or "", "tokens": n,
@@ -248,5 +266,8 @@ class OpenAIBackend:
 
 def make_backend(cfg, model_spec: str):
     if cfg.gen_backend == "openai":
+        if cfg.prefill:
+            log.warning("prefill with gen_backend=openai needs an endpoint that continues a final assistant message "
+                        "(vLLM's continue_final_message); llama.cpp's server starts a new reply instead")
         return OpenAIBackend(cfg.gen_endpoints, model_spec)
     return TransformersBackend(model_spec, cfg.device, cfg.gen_batch_size)
