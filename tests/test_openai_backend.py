@@ -165,3 +165,17 @@ def test_stage_01_through_the_openai_backend(server, run_overrides):
     assert len(examples) == summary["examples"]
     for ex in examples:
         assert ex["instruction"].endswith("\nListener: ") and ex["output"]
+
+
+def test_judge_through_the_endpoint_reads_label_logprobs(server, tmp_path):
+    from synthempathy import judge
+
+    endpoint_judge = judge.EndpointJudge(OpenAIBackend([server], "smollm2", timeout=60))
+    items = [{"id": "a", "history": ["I lost my job today."], "response": "I am so sorry. That is a hard blow."}]
+    cache = JsonlCache(tmp_path / "judge.jsonl")
+    rows = judge.score_items(endpoint_judge, items, cache, progress=False)
+    assert len(cache) == 3, "one cached score per criterion"
+    for c in judge.CRITERIA:
+        assert 1.0 <= rows[0][c] <= 3.0 and rows[0][f"{c}_argmax"] in (1, 2, 3)
+    logits = [row["logits"] for row in cache.rows()]
+    assert all(any(x > float("-inf") for x in lg) for lg in logits), "the endpoint returned the labels' logprobs"

@@ -244,6 +244,9 @@ class JsonlCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def rows(self) -> list[dict]:
+        return list(self._data.values())
+
     def add(self, rows: Iterable[dict]) -> None:
         """Append rows (each with a "key") and make them durable before returning."""
         rows = [r for r in rows if r["key"] not in self._data]
