@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from synthempathy import runner
+from synthempathy import evaluate, plots, runner
+from synthempathy.config import load_config
 from synthempathy.store import STAGES, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -34,3 +35,15 @@ def test_whole_chain_runs_then_is_up_to_date(tmp_path, run_overrides):
     lines.clear()
     runner.run("tiny", overrides, echo=lines.append)
     assert [ln for ln in lines if "skipped" in ln] == [f"[{i}/6] {s}: up to date, skipped" for i, s in enumerate(STAGES, 1)]
+
+    # the quantity-quality sweep reuses the run's artifacts: one threshold and one K-center ratio
+    cfg = load_config("tiny", {**overrides, "sweep_thresholds": [30.0], "sweep_ratios": [0.5]})
+    rows = evaluate.sweep(cfg, store, progress=False)
+    assert [(r["param"], r["value"]) for r in rows] == [("threshold", 30.0), ("kcenter_ratio", 0.5)]
+    assert rows[0]["synthetic"] == len(d_a) and rows[1]["synthetic"] == max(1, round(0.5 * len(read_jsonl(
+        store.path("02_quality", "selected.jsonl")))))
+    n_ed = len(read_jsonl(store.path("00_data", "train.jsonl")))
+    assert all(0 <= r["bleu1"] <= 100 and r["train_examples"] == r["synthetic"] + n_ed for r in rows)
+    assert json.loads(store.path("05_evaluate", "sweep.json").read_text()) == rows
+    plots.sweep_tradeoff(rows, "test", tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 5_000
