@@ -120,7 +120,6 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
     if not points:
         return []
     scored = read_jsonl(store.require("02_quality", "scored.jsonl"))
-    ed = [{"history": r["history"], "response": r["response"]} for r in read_jsonl(store.require("00_data", "train.jsonl"))]
     embedder = Embedder(cfg.embedder, store.cache_dir, cfg.embedder_prompt_name, cfg.device)
     records = eval_records(cfg, store)
     rows = []
@@ -128,8 +127,7 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
         sub = cfg.model_copy(update={param: value})
         kept = quality.select(scored, sub.threshold)
         chosen = diversity.select_diverse(kept, embedder, sub.kcenter_ratio, cfg.seed)[0] if kept else []
-        items = ed + [{"history": e["history"], "response": e["output"]} for e in chosen]
-        np.random.default_rng(cfg.seed).shuffle(items)
+        items, _ = finetune.training_items(cfg, store, chosen)
         name = f"sweep_{param}_{value:g}"
         folder = store.work_dir("05_evaluate") / "sweep" / name
         finetune.train_lora(sub, items, folder, store.work_dir("05_evaluate") / "sweep" / f"{name}.ckpt",

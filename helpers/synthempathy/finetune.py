@@ -75,7 +75,9 @@ def load_base_for_training(model_spec: str, device: str, quantization: str):
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    """The newest *complete* checkpoint: a kill during a save leaves a folder without trainer_state.json."""
+    ckpts = sorted((p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
+                   key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
 
 
@@ -209,20 +211,26 @@ ARMS = {
 }
 
 
-def arm_items(cfg, store, arm: str) -> tuple[list[dict], dict]:
-    """The shuffled training items of one arm, and its data counts."""
+def training_items(cfg, store, synthetic: list[dict]) -> tuple[list[dict], dict]:
+    """ED train plus synthetic examples (their `output` as the response), shuffled with the seed; and the counts."""
     import random
 
     from .store import read_jsonl
 
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r} (arms: {', '.join(ARMS)})")
     ed = [{"history": r["history"], "response": r["response"]} for r in read_jsonl(store.require("00_data", "train.jsonl"))]
-    source = ARMS[arm][1]
-    synthetic = [{"history": e["history"], "response": e["output"]} for e in read_jsonl(store.require(*source))] if source else []
-    items = ed + synthetic
+    items = ed + [{"history": e["history"], "response": e["output"]} for e in synthetic]
     random.Random(cfg.seed).shuffle(items)
     return items, {"ed": len(ed), "synthetic": len(synthetic), "total": len(items)}
+
+
+def arm_items(cfg, store, arm: str) -> tuple[list[dict], dict]:
+    """The shuffled training items of one arm, and its data counts."""
+    from .store import read_jsonl
+
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r} (arms: {', '.join(ARMS)})")
+    source = ARMS[arm][1]
+    return training_items(cfg, store, read_jsonl(store.require(*source)) if source else [])
 
 
 def eval_items(store, n: int = 32) -> list[dict]:
