@@ -57,9 +57,10 @@ def test_two_arms_train_resume_after_kill_and_skip_when_done(tmp_path):
                             stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     work = store_b.root / "04_finetune" / "_work" / "ed"
     deadline = time.time() + 240
-    while time.time() < deadline and not list(work.glob("checkpoint-*")) and proc.poll() is None:
-        time.sleep(0.5)
-    assert list(work.glob("checkpoint-*")), "no checkpoint appeared before the deadline"
+    # wait for a *complete* checkpoint: a folder appears before its trainer_state.json is written
+    while time.time() < deadline and finetune.last_checkpoint(work) is None and proc.poll() is None:
+        time.sleep(0.2)
+    assert finetune.last_checkpoint(work), "no complete checkpoint appeared before the deadline"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert not finetune.is_completed(store_b.path("04_finetune", "ed"))
