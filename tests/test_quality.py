@@ -68,6 +68,13 @@ def test_in_process_judge_scores_real_items_within_1_to_3(tmp_path):
             assert 1.0 <= r[c] <= 3.0 and r[f"{c}_argmax"] in (1, 2, 3)
     assert judge.score_items(j, items, cache, progress=False) == rows  # cached, identical
 
+    # sharing one reply's prefix across its three rubrics gives the label logits of each prompt on its own
+    prompts = [judge.judge_messages(it["history"], it["response"], c) for it in items for c in judge.CRITERIA]
+    together = np.array(j.label_logits(prompts))
+    alone = np.array([j.label_logits([p])[0] for p in prompts])
+    np.testing.assert_allclose(together, alone, atol=2e-3)
+    assert not np.allclose(together[0], together[3], atol=0.1), "different replies should get different logits"
+
 
 def seed_items(n):
     return [r.to_dict() for r in load_ed("packaged:seed", "train")[:n]]

@@ -147,33 +147,45 @@ class TransformersBackend:
         return rows
 
     def _shared_prefix_inputs(self, ids: list[list[int]], torch):
-        """The batch as [shared prefix, padding, own suffix] with the prefix's KV cache computed once.
-
-        The generation prompts share the system prompt and the one-shot example (about 60% of every prompt);
-        encoding that prefix once instead of once per row is what makes batching pay on a CPU (bench/generation.py).
-        Padding sits between prefix and suffix; the attention mask hides it and the position ids, taken from the
-        mask's running sum, continue the prefix, so every row sees exactly its own prompt. Without a shared prefix
-        worth caching this is plain left padding."""
-        shared = _common_prefix_len(ids)
-        shared = min(shared, min(map(len, ids)) - 1)  # every row keeps >= 1 token for generate to consume
-        if len(ids) < 2 or shared < MIN_SHARED_PREFIX:
-            shared = 0
-        pad, width = self.tokenizer.pad_token_id, max(len(x) for x in ids) - shared
-        rows = [x[:shared] + [pad] * (width - len(x) + shared) + x[shared:] for x in ids]
-        masks = [[1] * shared + [0] * (width - len(x) + shared) + [1] * (len(x) - shared) for x in ids]
+        """The generation prompts share the system prompt and the one-shot example (about 60% of every prompt):
+        encoding that prefix once per batch instead of once per row is what makes batching pay on a CPU
+        (bench/generation.py)."""
+        rows, masks, shared = shared_prefix_layout(ids, self.tokenizer.pad_token_id)
         device = self.model.device
         input_ids, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
-        if not shared:
-            return input_ids, mask, None
-        cache = self.model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
-        cache.batch_repeat_interleave(len(ids))
-        return input_ids, mask, cache
+        return input_ids, mask, prefix_cache(self.model, input_ids, shared)
 
 
 MIN_SHARED_PREFIX = 16
 
 
-def _common_prefix_len(seqs: list[list[int]]) -> int:
+def shared_prefix_layout(ids: list[list[int]], pad_id: int, min_shared: int = MIN_SHARED_PREFIX):
+    """Token rows laid out as [shared prefix, padding, own suffix], their attention masks, and the prefix length.
+
+    Padding sits between prefix and suffix, so the prefix's KV cache can be computed once for the batch
+    (prefix_cache). The mask hides the padding and the position ids, taken from the mask's running sum (as
+    `generate` does, or as the caller passes them), continue the prefix, so every row sees exactly its own
+    prompt. Each row keeps >= 1 token after the prefix; below `min_shared` shared tokens, or for a single row,
+    this is plain left padding (prefix length 0)."""
+    shared = min(common_prefix_len(ids), min(map(len, ids)) - 1)
+    if len(ids) < 2 or shared < min_shared:
+        shared = 0
+    width = max(map(len, ids)) - shared
+    rows = [x[:shared] + [pad_id] * (width - len(x) + shared) + x[shared:] for x in ids]
+    masks = [[1] * shared + [0] * (width - len(x) + shared) + [1] * (len(x) - shared) for x in ids]
+    return rows, masks, shared
+
+
+def prefix_cache(model, input_ids, shared: int):
+    """The KV cache of the first `shared` tokens, computed on one row and repeated for the batch (None if 0)."""
+    if not shared:
+        return None
+    cache = model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    return cache
+
+
+def common_prefix_len(seqs: list[list[int]]) -> int:
     n = min(map(len, seqs))
     for i in range(n):
         if any(x[i] != seqs[0][i] for x in seqs):

@@ -151,8 +151,9 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - t0
-    if eval_items:
-        trainer.evaluate()
+    step = trainer.state.global_step
+    if eval_items and not any("eval_loss" in h and h.get("step") == step for h in trainer.state.log_history):
+        trainer.evaluate()  # the final eval loss, unless the schedule just computed it at this very step
     trainer.save_model(str(out_dir))
     tok.save_pretrained(str(out_dir))
     record = training_record(cfg, trainer, result, seconds, notes, name, len(train_items), steps, resumed=bool(resume))

@@ -43,13 +43,15 @@ def scores_from_logits(logits: Sequence[float]) -> tuple[float, int]:
 
 
 class InProcessJudge:
-    """The judge model in this process: one forward pass per item, batched with left padding."""
+    """The judge model in this process: one forward pass per prompt.
+
+    The three criteria of one reply share everything up to the rubric (instruction, dialogue, reply): that
+    shared prefix is encoded once and its KV cache reused for the three rubrics (bench/profile_stage.py)."""
 
     def __init__(self, model_spec: str, device: str = "auto", batch_size: int = 16):
         from .models import load_lm
 
         self.model, self.tok = load_lm(model_spec, device)
-        self.tok.padding_side = "left"
         self.spec, self.batch_size = model_spec, batch_size
         self.label_ids = [self._single_token(label) for label in LABELS]
 
@@ -60,13 +62,40 @@ class InProcessJudge:
         return ids[0]
 
     def label_logits(self, messages_batch: list[list[dict]]) -> list[list[float]]:
+        texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_batch]
+        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        out = []
+        for group in _prefix_groups(ids):
+            out += self._group_logits([ids[i] for i in group])
+        return out
+
+    def _group_logits(self, ids: list[list[int]]) -> list[list[float]]:
         import torch
 
-        texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_batch]
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        from .backends import prefix_cache, shared_prefix_layout
+
+        rows, masks, shared = shared_prefix_layout(ids, self.tok.pad_token_id)
+        device = self.model.device
+        input_ids, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            logits = self.model(**enc).logits[:, -1, :]
+            cache = prefix_cache(self.model, input_ids, shared)
+            logits = self.model(input_ids=input_ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
+                                past_key_values=cache).logits[:, -1, :]
         return logits[:, self.label_ids].float().tolist()
+
+
+def _prefix_groups(ids: list[list[int]]) -> list[list[int]]:
+    """Consecutive prompts that share at least half of the first one's tokens (one reply's three criteria)."""
+    from .backends import common_prefix_len
+
+    groups: list[list[int]] = []
+    for i, x in enumerate(ids):
+        if groups and common_prefix_len([ids[groups[-1][0]], x]) * 2 >= len(ids[groups[-1][0]]):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 class EndpointJudge:

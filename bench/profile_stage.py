@@ -1,0 +1,74 @@
+"""Where a stage of the chain spends its time: cProfile of one stage's helper calls on a copy of an earlier run.
+
+  python bench/profile_stage.py 02_quality            # profile tiny, upstream stages copied from runs/tiny
+  python bench/profile_stage.py 05_evaluate --top 30
+
+The upstream stage folders of runs/<profile>/ (run `make run` first) are copied into a temporary run, the
+stage's own folder and work caches are left out, so the stage runs cold, exactly as in a first run. Prints the
+stage's wall time and the functions with the largest cumulative time (package code and the libraries it calls).
+Per-stage wall times of a whole chain are in runs/<profile>/manifest.json and are printed by bench/e2e.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from synthempathy.config import load_config  # noqa: E402
+from synthempathy.runner import open_stage  # noqa: E402
+from synthempathy.store import STAGES  # noqa: E402
+
+# The helper calls each notebook makes (the notebooks add only plots and tables around them).
+CALLS = {
+    "01_generate": [("generate", "run_stage")],
+    "02_quality": [("quality", "run_stage"), ("judge", "run_stage")],
+    "03_diversity": [("diversity", "run_stage")],
+    "04_finetune": [("finetune", "run_stage")],
+    "05_evaluate": [("evaluate", "run_stage")],
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=sorted(CALLS))
+    p.add_argument("--profile", default="tiny")
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args()
+    source = load_config(args.profile).run_dir
+    upstream = STAGES[: STAGES.index(args.stage)]
+    missing = [s for s in upstream if not (source / s).is_dir()]
+    if missing:
+        sys.exit(f"{source} lacks {', '.join(missing)}: run `make run` (or the earlier stages) first")
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = {"run_root": tmp, "figures_dir": f"{tmp}/figures"}
+        cfg, store = open_stage(args.stage, args.profile, overrides)
+        for s in upstream:
+            shutil.copytree(source / s, store.root / s, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_work"))
+        import importlib
+
+        profiler, t0 = cProfile.Profile(), time.perf_counter()
+        for module, fn in CALLS[args.stage]:
+            mod = importlib.import_module(f"synthempathy.{module}")
+            t1 = time.perf_counter()
+            profiler.runcall(getattr(mod, fn), cfg, store)
+            print(f"# {module}.{fn}: {time.perf_counter() - t1:.1f} s")
+        print(f"# {args.stage} on profile {args.profile}: {time.perf_counter() - t0:.1f} s in the helper calls")
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("cumulative").print_stats(r"synthempathy|transformers/(generation|trainer)|trl|peft|"
+                                                   r"sentence_transformers|torch/nn/modules/module", args.top)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
