@@ -1,26 +1,93 @@
-"""The whole chain through the runner, headless, on a shrunk tiny profile: every notebook executes, the
-artifacts are there, the report is written, and a second run skips every stage as up to date."""
+"""The whole chain through the runner, headless, on a shrunk tiny profile.
 
+One reference run, with the network refused to every process of it (the notebooks' kernels included), is
+compared against: a second run with the same seed (byte-identical selected sets and metrics), and runs killed
+with SIGKILL at a random point inside notebooks 01, 02 and 04, then rerun (the same results.json).
+"""
+
+import contextlib
+import importlib.util
 import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 
-from synthempathy import evaluate, plots, runner
+from synthempathy import evaluate, finetune, plots, runner
 from synthempathy.config import load_config
 from synthempathy.store import STAGES, read_jsonl
 
 pytestmark = pytest.mark.slow
 
-SHRUNK = {"gen_max_seeds": 10, "gen_max_new_tokens": 96, "gen_batch_size": 10, "threshold": 30.0,
+SHRUNK = {"gen_max_seeds": 10, "gen_max_new_tokens": 96, "gen_batch_size": 4, "threshold": 30.0,
           "disc_max_new_tokens": 32, "sanity_pairs": 4, "max_steps": 3, "train_batch_size": 2, "max_length": 128,
           "max_eval_records": 6, "eval_max_new_tokens": 16, "bootstrap_resamples": 50}
+GUARD = Path(__file__).parent / "offline"
+# The files whose bytes must not depend on anything but the seed: the two selections and the metrics.
+COMPARED = ["02_quality/selected.jsonl", "03_diversity/selected.jsonl", "05_evaluate/results.json"]
 
 
-def test_whole_chain_runs_then_is_up_to_date(tmp_path, run_overrides):
-    overrides = {**run_overrides, **SHRUNK}
-    lines = []
-    store = runner.run("tiny", overrides, echo=lines.append)
+def _guard_module():
+    spec = importlib.util.spec_from_file_location("offline_guard", GUARD / "offline_guard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def no_network(log: Path):
+    """Refuse non-loopback network in this process and in every Python process it starts."""
+    guard, saved = _guard_module(), {k: os.environ.get(k) for k in ("PYTHONPATH", "OFFLINE_GUARD_LOG")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD), saved["PYTHONPATH"]]))
+    os.environ["OFFLINE_GUARD_LOG"] = str(log)
+    guard.install()
+    try:
+        yield
+    finally:
+        guard.uninstall()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def overrides_for(root: Path) -> dict:
+    return {"run_root": str(root / "runs"), "figures_dir": str(root / "figures"), **SHRUNK}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The shrunk chain, run once offline: (overrides, store, runner output lines, network log)."""
+    root = tmp_path_factory.mktemp("reference")
+    overrides, lines, log = overrides_for(root), [], root / "network.log"
+    with no_network(log):
+        store = runner.run("tiny", overrides, echo=lines.append)
+    return overrides, store, lines, log
+
+
+def test_the_offline_guard_reaches_child_processes(tmp_path):
+    log = tmp_path / "network.log"
+    probe = ("import socket\n"
+             "server = socket.create_server(('127.0.0.1', 0))\n"
+             "socket.create_connection(server.getsockname(), timeout=5).close()  # loopback stays open\n"
+             "for target in (lambda: socket.create_connection(('192.0.2.1', 80), timeout=5),\n"
+             "               lambda: socket.getaddrinfo('huggingface.co', 443)):\n"
+             "    try:\n        target()\n    except OSError as e:\n        print(e)\n")
+    with no_network(log):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.count("offline guard: network access refused") == 2, out
+    assert "192.0.2.1" in log.read_text() and "huggingface.co" in log.read_text()
+
+
+def test_whole_chain_runs_offline_then_is_up_to_date(reference, tmp_path):
+    overrides, store, lines, log = reference
     assert [ln.split(":")[0] for ln in lines if ": done in" in ln] == [f"[{i}/6] {s}" for i, s in enumerate(STAGES, 1)]
+    assert not log.exists(), f"the chain tried to reach the network:\n{log.read_text()}"
     results = json.loads(store.path("05_evaluate", "results.json").read_text())
     assert set(results["arms"]) == {"base", "ed", "synth_empathy"}
     for arm in results["arms"].values():
@@ -32,9 +99,9 @@ def test_whole_chain_runs_then_is_up_to_date(tmp_path, run_overrides):
     assert (store.root / "report" / "index.html").read_text().count(".html\">") == 6
     assert json.loads((store.root / "04_finetune" / "ed" / "completed.json").read_text())["name"].startswith("discriminator")
 
-    lines.clear()
-    runner.run("tiny", overrides, echo=lines.append)
-    assert [ln for ln in lines if "skipped" in ln] == [f"[{i}/6] {s}: up to date, skipped" for i, s in enumerate(STAGES, 1)]
+    again = []
+    runner.run("tiny", overrides, echo=again.append)
+    assert [ln for ln in again if "skipped" in ln] == [f"[{i}/6] {s}: up to date, skipped" for i, s in enumerate(STAGES, 1)]
 
     # the quantity-quality sweep reuses the run's artifacts: one threshold and one K-center ratio
     cfg = load_config("tiny", {**overrides, "sweep_thresholds": [30.0], "sweep_ratios": [0.5]})
@@ -47,3 +114,78 @@ def test_whole_chain_runs_then_is_up_to_date(tmp_path, run_overrides):
     assert json.loads(store.path("05_evaluate", "sweep.json").read_text()) == rows
     plots.sweep_tradeoff(rows, "test", tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 5_000
+
+
+def test_same_seed_gives_byte_identical_selections_and_metrics(reference, tmp_path):
+    _, ref, _, _ = reference
+    store = runner.run("tiny", overrides_for(tmp_path), echo=lambda _: None)
+    for rel in COMPARED:
+        assert (store.root / rel).read_bytes() == (ref.root / rel).read_bytes(), rel
+
+
+# Points inside a notebook where a crash is interesting: a file that appears, or grows, mid-stage. The test
+# picks one at random and kills after a random extra delay; the stage must then still be unfinished.
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+MILESTONES = {
+    "01_generate": {"a generation batch is cached": lambda r: _lines(r / "01_generate/_work/generations.cache.jsonl") >= 1},
+    "02_quality": {
+        "a discriminator checkpoint is saved":
+            lambda r: finetune.last_checkpoint(r / "02_quality/_work/discriminator-checkpoints") is not None,
+        "a batch of the discriminator's answers is cached":
+            lambda r: _lines(r / "02_quality/_work/discriminator.cache.jsonl") >= 1,
+        "a batch of judge scores is cached": lambda r: _lines(r / "02_quality/_work/judge.cache.jsonl") >= 1,
+    },
+    "04_finetune": {"a synth_empathy checkpoint is saved":
+                    lambda r: finetune.last_checkpoint(r / "04_finetune/_work/synth_empathy") is not None},
+}
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the runner and every process under it (the notebook's kernel), all at once, like a crash."""
+    family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    psutil.wait_procs(family, timeout=30)
+
+
+@pytest.mark.parametrize("stage", list(MILESTONES))
+def test_killed_inside_a_notebook_then_rerun_gives_the_same_results(reference, tmp_path, stage):
+    overrides, ref, _, _ = reference
+    mine = overrides_for(tmp_path)
+    root = Path(mine["run_root"]) / "tiny"
+    # the stages before the killed one come from the reference run, so only the interesting part is rerun
+    root.mkdir(parents=True)
+    for earlier in STAGES[: STAGES.index(stage)]:
+        shutil.copytree(ref.root / earlier, root / earlier)
+    manifest = json.loads((ref.root / "manifest.json").read_text())
+    manifest["stages"] = {s: e for s, e in manifest["stages"].items() if STAGES.index(s) < STAGES.index(stage)}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+    rng = random.Random()
+    name, reached = rng.choice(sorted(MILESTONES[stage].items()))
+    delay = rng.uniform(0.0, 1.5)
+    print(f"kill inside {stage} after: {name}, then {delay:.2f} s")
+    cmd = [sys.executable, "-m", "synthempathy", "run", "--profile", "tiny",
+           *sum((["-p", f"{k}={json.dumps(v) if isinstance(v, list) else v}"] for k, v in mine.items()), [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while not reached(root) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert reached(root), f"{name}: not reached (runner exit code {proc.poll()})"
+        time.sleep(delay)
+    finally:
+        kill_tree(proc)
+    recorded = json.loads((root / "manifest.json").read_text()).get("stages", {})
+    assert stage not in recorded, f"the kill came after {stage} had finished"
+
+    lines = []
+    store = runner.run("tiny", mine, echo=lines.append)
+    assert any(ln.startswith(f"[{STAGES.index(stage) + 1}/6] {stage}: done") for ln in lines)
+    for rel in COMPARED:
+        assert (store.root / rel).read_bytes() == (ref.root / rel).read_bytes(), rel
