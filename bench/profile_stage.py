@@ -1,6 +1,7 @@
 """Where a stage of the chain spends its time: cProfile of one stage's helper calls on a copy of an earlier run.
 
-  python bench/profile_stage.py 02_quality            # profile tiny, upstream stages copied from runs/tiny
+  python bench/profile_stage.py                       # per-stage times of runs/tiny, then profile the slowest
+  python bench/profile_stage.py 02_quality            # profile this stage (upstream copied from runs/tiny)
   python bench/profile_stage.py 05_evaluate --top 30
 
 The upstream stage folders of runs/<profile>/ (run `make run` first) are copied into a temporary run, the
@@ -20,13 +21,12 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from synthempathy.config import load_config  # noqa: E402
 from synthempathy.runner import open_stage  # noqa: E402
-from synthempathy.store import STAGES  # noqa: E402
+from synthempathy.store import STAGES, read_json  # noqa: E402
 
 # The helper calls each notebook makes (the notebooks add only plots and tables around them).
 CALLS = {
@@ -40,11 +40,18 @@ CALLS = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=sorted(CALLS))
+    p.add_argument("stage", nargs="?", choices=sorted(CALLS), help="default: the slowest stage of the last run")
     p.add_argument("--profile", default="tiny")
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
     source = load_config(args.profile).run_dir
+    if not (source / "manifest.json").exists():
+        sys.exit(f"no run in {source}: run `make run` (profile {args.profile}) first")
+    timings = {s: e["seconds"] for s, e in read_json(source / "manifest.json").get("stages", {}).items()}
+    total = sum(timings.values()) or 1.0
+    for s, seconds in timings.items():
+        print(f"# stage {s}: {seconds:7.1f} s  {100 * seconds / total:5.1f}%  (last run, manifest)")
+    args.stage = args.stage or max((s for s in timings if s in CALLS), key=timings.get)
     upstream = STAGES[: STAGES.index(args.stage)]
     missing = [s for s in upstream if not (source / s).is_dir()]
     if missing:

@@ -21,3 +21,18 @@ def shared_ed() -> Path:
 def run_overrides(tmp_path) -> dict:
     """Overrides that keep a test's run folder and figures out of the repo."""
     return {"run_root": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "figures")}
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """The shrunk tiny chain, run once for the session with the network refused to every process of it:
+    (overrides, store, runner output lines, network log). Tests copy it; none may change it."""
+    from chain import no_network, overrides_for
+
+    from synthempathy import runner
+
+    root = tmp_path_factory.mktemp("reference")
+    overrides, lines, log = overrides_for(root), [], root / "network.log"
+    with no_network(log):
+        store = runner.run("tiny", overrides, echo=lines.append)
+    return overrides, store, lines, log

@@ -1,14 +1,12 @@
 """The whole chain through the runner, headless, on a shrunk tiny profile.
 
-One reference run, with the network refused to every process of it (the notebooks' kernels included), is
+One reference run (conftest.py), with the network refused to every process of it (the notebooks' kernels included), is
 compared against: a second run with the same seed (byte-identical selected sets and metrics), and runs killed
 with SIGKILL at a random point inside notebooks 01, 02 and 04, then rerun (the same results.json).
 """
 
 import contextlib
-import importlib.util
 import json
-import os
 import random
 import shutil
 import signal
@@ -19,56 +17,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from chain import COMPARED, no_network, overrides_for
 
 from synthempathy import evaluate, finetune, plots, runner
 from synthempathy.config import load_config
-from synthempathy.store import STAGES, read_jsonl
+from synthempathy.store import STAGES, RunStore, read_jsonl
 
 pytestmark = pytest.mark.slow
-
-SHRUNK = {"gen_max_seeds": 10, "gen_max_new_tokens": 96, "gen_batch_size": 4, "threshold": 30.0,
-          "disc_max_new_tokens": 32, "sanity_pairs": 4, "max_steps": 3, "train_batch_size": 2, "max_length": 128,
-          "max_eval_records": 6, "eval_max_new_tokens": 16, "bootstrap_resamples": 50}
-GUARD = Path(__file__).parent / "offline"
-# The files whose bytes must not depend on anything but the seed: the two selections and the metrics.
-COMPARED = ["02_quality/selected.jsonl", "03_diversity/selected.jsonl", "05_evaluate/results.json"]
-
-
-def _guard_module():
-    spec = importlib.util.spec_from_file_location("offline_guard", GUARD / "offline_guard.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@contextlib.contextmanager
-def no_network(log: Path):
-    """Refuse non-loopback network in this process and in every Python process it starts."""
-    guard, saved = _guard_module(), {k: os.environ.get(k) for k in ("PYTHONPATH", "OFFLINE_GUARD_LOG")}
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD), saved["PYTHONPATH"]]))
-    os.environ["OFFLINE_GUARD_LOG"] = str(log)
-    guard.install()
-    try:
-        yield
-    finally:
-        guard.uninstall()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
-def overrides_for(root: Path) -> dict:
-    return {"run_root": str(root / "runs"), "figures_dir": str(root / "figures"), **SHRUNK}
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The shrunk chain, run once offline: (overrides, store, runner output lines, network log)."""
-    root = tmp_path_factory.mktemp("reference")
-    overrides, lines, log = overrides_for(root), [], root / "network.log"
-    with no_network(log):
-        store = runner.run("tiny", overrides, echo=lines.append)
-    return overrides, store, lines, log
-
 
 def test_the_offline_guard_reaches_child_processes(tmp_path):
     log = tmp_path / "network.log"
@@ -103,8 +58,11 @@ def test_whole_chain_runs_offline_then_is_up_to_date(reference, tmp_path):
     runner.run("tiny", overrides, echo=again.append)
     assert [ln for ln in again if "skipped" in ln] == [f"[{i}/6] {s}: up to date, skipped" for i, s in enumerate(STAGES, 1)]
 
-    # the quantity-quality sweep reuses the run's artifacts: one threshold and one K-center ratio
-    cfg = load_config("tiny", {**overrides, "sweep_thresholds": [30.0], "sweep_ratios": [0.5]})
+    # the quantity-quality sweep reuses the run's artifacts (on a copy): one threshold and one K-center ratio
+    mine = overrides_for(tmp_path)
+    shutil.copytree(store.root, Path(mine["run_root"]) / "tiny")
+    cfg = load_config("tiny", {**mine, "sweep_thresholds": [30.0], "sweep_ratios": [0.5]})
+    store = RunStore(cfg.run_dir)
     rows = evaluate.sweep(cfg, store, progress=False)
     assert [(r["param"], r["value"]) for r in rows] == [("threshold", 30.0), ("kcenter_ratio", 0.5)]
     assert rows[0]["synthetic"] == len(d_a) and rows[1]["synthetic"] == max(1, round(0.5 * len(read_jsonl(

@@ -381,9 +381,9 @@ def select_diverse(examples: list[dict], embedder, ratio: float, seed: int):
 def run_stage(cfg, store) -> dict:
     """K-Center-Greedy over the quality-selected examples: D_a (kept) and D_d (discarded), plus the maps' data."""
     from .models import Embedder
-    from .store import read_jsonl, write_json, write_jsonl, write_npy
+    from .store import write_json, write_jsonl, write_npy
 
-    kept = read_jsonl(store.require("02_quality", "selected.jsonl"))
+    kept = store.read("02_quality", "selected.jsonl")
     embedder = Embedder(cfg.embedder, store.cache_dir, cfg.embedder_prompt_name, cfg.device)
     d_a, d_d, order, x = select_diverse(kept, embedder, cfg.kcenter_ratio, cfg.seed)
     k = len(d_a)
@@ -392,8 +392,8 @@ def run_stage(cfg, store) -> dict:
     write_jsonl(store.path("03_diversity", "selected.jsonl"), d_a)
     write_jsonl(store.path("03_diversity", "discarded.jsonl"), d_d)
 
-    seeds = read_jsonl(store.require("00_data", "train.jsonl"))
-    synthetic = read_jsonl(store.require("01_generate", "examples.jsonl"))
+    seeds = store.read("00_data", "train.jsonl")
+    synthetic = store.read("01_generate", "examples.jsonl")
     rest = sorted(set(range(len(kept))) - set(order[:k]))
     sets = {"seed": (seeds, seed_text, "response", None), "all synthetic": (synthetic, example_text, "output", None),
             "quality-kept": (kept, example_text, "output", list(range(len(kept)))),

@@ -19,7 +19,7 @@ from .backends import Request, Sampling, TransformersBackend
 from .finetune import chat, is_completed
 from .generate import prompts
 from .models import Embedder
-from .store import JsonlCache, read_jsonl, write_json, write_jsonl, write_text
+from .store import JsonlCache, write_json, write_jsonl, write_text
 
 BASE = "base"
 
@@ -36,7 +36,7 @@ def models_to_evaluate(cfg, store) -> dict[str, str]:
 
 
 def eval_records(cfg, store) -> list[dict]:
-    records = read_jsonl(store.require("00_data", "eval.jsonl"))
+    records = store.read("00_data", "eval.jsonl")
     return records[: cfg.max_eval_records] if cfg.max_eval_records else records
 
 
@@ -119,7 +119,7 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
     points = [("threshold", t) for t in cfg.sweep_thresholds] + [("kcenter_ratio", r) for r in cfg.sweep_ratios]
     if not points:
         return []
-    scored = read_jsonl(store.require("02_quality", "scored.jsonl"))
+    scored = store.read("02_quality", "scored.jsonl")
     embedder = Embedder(cfg.embedder, store.cache_dir, cfg.embedder_prompt_name, cfg.device)
     records = eval_records(cfg, store)
     rows = []

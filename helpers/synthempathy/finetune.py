@@ -216,9 +216,8 @@ def training_items(cfg, store, synthetic: list[dict]) -> tuple[list[dict], dict]
     """ED train plus synthetic examples (their `output` as the response), shuffled with the seed; and the counts."""
     import random
 
-    from .store import read_jsonl
 
-    ed = [{"history": r["history"], "response": r["response"]} for r in read_jsonl(store.require("00_data", "train.jsonl"))]
+    ed = [{"history": r["history"], "response": r["response"]} for r in store.read("00_data", "train.jsonl")]
     items = ed + [{"history": e["history"], "response": e["output"]} for e in synthetic]
     random.Random(cfg.seed).shuffle(items)
     return items, {"ed": len(ed), "synthetic": len(synthetic), "total": len(items)}
@@ -226,18 +225,16 @@ def training_items(cfg, store, synthetic: list[dict]) -> tuple[list[dict], dict]
 
 def arm_items(cfg, store, arm: str) -> tuple[list[dict], dict]:
     """The shuffled training items of one arm, and its data counts."""
-    from .store import read_jsonl
 
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r} (arms: {', '.join(ARMS)})")
     source = ARMS[arm][1]
-    return training_items(cfg, store, read_jsonl(store.require(*source)) if source else [])
+    return training_items(cfg, store, store.read(*source) if source else [])
 
 
 def eval_items(store, n: int = 32) -> list[dict]:
-    from .store import read_jsonl
 
-    return read_jsonl(store.require("00_data", "eval.jsonl"))[:n]
+    return store.read("00_data", "eval.jsonl")[:n]
 
 
 def run_stage(cfg, store) -> dict:

@@ -198,9 +198,9 @@ def build_examples(generations: list[dict], seed: int, max_k: int, authors_targe
 def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
     """Generate, parse and sample; write generations.jsonl, examples.jsonl and summary.json."""
     from .backends import make_backend
-    from .store import JsonlCache, read_jsonl, write_json, write_jsonl
+    from .store import JsonlCache, write_json, write_jsonl
 
-    seeds = read_jsonl(store.require("00_data", "train.jsonl"))
+    seeds = store.read("00_data", "train.jsonl")
     if cfg.gen_max_seeds:
         seeds = seeds[: cfg.gen_max_seeds]
     planned = generation_requests(seeds, cfg)

@@ -172,11 +172,11 @@ def make_judge(cfg):
 
 def run_stage(cfg, store, progress: bool = True) -> dict:
     """Judge every scored synthetic example (selected or not) and the sanity panel; write judge*.jsonl."""
-    from .store import read_jsonl, write_json, write_jsonl
+    from .store import write_json, write_jsonl
 
-    scored = read_jsonl(store.require("02_quality", "scored.jsonl"))
-    kept = {r["id"] for r in read_jsonl(store.require("02_quality", "selected.jsonl"))}
-    seeds = read_jsonl(store.require("00_data", "train.jsonl"))
+    scored = store.read("02_quality", "scored.jsonl")
+    kept = {r["id"] for r in store.read("02_quality", "selected.jsonl")}
+    seeds = store.read("00_data", "train.jsonl")
     judge = make_judge(cfg)
     cache = JsonlCache(store.work_dir("02_quality") / "judge.cache.jsonl")
     items = [{"id": r["id"], "history": r["history"], "response": r["output"]} for r in scored]

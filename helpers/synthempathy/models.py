@@ -235,11 +235,17 @@ class Embedder:
         import numpy as np
 
         vec_path, key_path = self._paths()
-        if vec_path.exists() and key_path.exists():
-            keys = json.loads(key_path.read_text())
-            vecs = np.load(vec_path)
-            if len(keys) == len(vecs):  # a mismatch means a torn save: start the cache over
-                self._vectors = dict(zip(keys, vecs))
+        if not (vec_path.exists() and key_path.exists()):
+            return
+        try:
+            keys, vecs = json.loads(key_path.read_text()), np.load(vec_path)
+            if len(keys) != len(vecs):
+                raise ValueError(f"{len(keys)} keys for {len(vecs)} vectors")
+        except (ValueError, OSError, EOFError) as e:
+            # only a cache: what it held is recomputed, nothing is lost
+            log.warning("embedding cache %s is unreadable (%s): starting it over", vec_path, e)
+            return
+        self._vectors = dict(zip(keys, vecs))
 
     def _save_cache(self) -> None:
         import numpy as np

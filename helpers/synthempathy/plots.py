@@ -193,3 +193,35 @@ def sweep_tradeoff(rows: list[dict], title: str, path: str | Path, keys=("bleu2"
     axes[0].legend()
     fig.suptitle(f"{title}: quantity vs. quality")
     return save(fig, path)
+
+
+PIPELINE = [  # (notebook, box title, what it does, what it writes)
+    ("00", "ED seed data", "dialogues D\n(tiny: data/seed)", "train / eval JSONL"),
+    ("01", "generate", "LLM writes new rounds\nfrom each seed; parse;\nsample k turns", "examples D_s"),
+    ("02", "quality", "M_D = base + LoRA on ED\nanswers each prompt;\nkeep S = 100 cos >= T", "D_q  (+ judge scores)"),
+    ("03", "diversity", "K-Center-Greedy in\nembedding space\n(ratio r of D_q)", "D_a kept, D_d rest"),
+    ("04", "fine-tune", "4-bit QLoRA arms:\ned  vs  ed + D_a", "LoRA adapters"),
+    ("05", "evaluate", "BLEU, Dist, ROUGE, F1,\nembedding cos, judge;\npaired bootstrap", "results table"),
+]
+
+
+def pipeline(path: str | Path):
+    """The chain at a glance: one box per notebook, what it does, and the artifact it hands on (README, notebook 00)."""
+    from matplotlib.patches import FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(15, 3.4))
+    ax.set(xlim=(0, len(PIPELINE) * 2.5), ylim=(0, 3.4))
+    ax.axis("off")
+    colours = ["#8c8c8c", "#4C72B0", "#C44E52", "#55A868", "#8172B2", "#CCB974"]
+    for i, ((nb, title, body, out), colour) in enumerate(zip(PIPELINE, colours)):
+        x = i * 2.5 + 0.15
+        ax.add_patch(FancyBboxPatch((x, 0.9), 2.0, 2.2, boxstyle="round,pad=0.05", fc="white", ec=colour, lw=2))
+        ax.text(x + 1.0, 2.8, f"{nb}  {title}", ha="center", va="center", weight="bold", color=colour, fontsize=12)
+        ax.text(x + 1.0, 1.75, body, ha="center", va="center", fontsize=9.5, linespacing=1.4)
+        ax.text(x + 1.0, 0.45, out, ha="center", va="center", fontsize=9, style="italic", color="#444444")
+        if i:
+            ax.annotate("", xy=(x - 0.02, 2.0), xytext=(x - 0.43, 2.0),
+                        arrowprops={"arrowstyle": "-|>", "color": "#444444", "lw": 1.5})
+    ax.set_title("Synth-Empathy as six notebooks; each hands files to the next under runs/<profile>/<NN_stage>/",
+                 fontsize=11, loc="left")
+    return save(fig, path)

@@ -15,7 +15,7 @@ from .backends import OpenAIBackend, Request, Sampling, TransformersBackend, der
 from .finetune import arm_items, chat, eval_items, train_lora
 from .generate import prompts
 from .models import Embedder
-from .store import JsonlCache, read_jsonl, write_json, write_jsonl
+from .store import JsonlCache, write_json, write_jsonl
 
 DISCRIMINATOR = "discriminator"
 
@@ -50,7 +50,7 @@ def train_discriminator(cfg, store) -> str:
 
 def score(cfg, store, disc_spec: str, progress: bool = True) -> list[dict]:
     """M_D answers every synthetic prompt; returns the scored rows."""
-    examples = read_jsonl(store.require("01_generate", "examples.jsonl"))
+    examples = store.read("01_generate", "examples.jsonl")
     requests = discriminator_requests(examples, cfg, disc_spec)
     cache = JsonlCache(store.work_dir("02_quality") / "discriminator.cache.jsonl")
     backend = (OpenAIBackend(cfg.disc_endpoints, disc_spec) if cfg.disc_endpoints

@@ -49,6 +49,7 @@ def seed_everything(seed: int) -> None:
 
 def open_stage(stage: str, profile: str = "tiny", overrides: dict[str, Any] | None = None) -> tuple[Config, RunStore]:
     """What every notebook does first: resolve the config, seed everything, open the stage's folder."""
+    _check_parameters(stage, profile, overrides)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     cfg = load_config(profile, overrides)
@@ -56,6 +57,19 @@ def open_stage(stage: str, profile: str = "tiny", overrides: dict[str, Any] | No
     store = RunStore(cfg.run_dir)
     store.stage_dir(stage)
     return cfg, store
+
+
+def _check_parameters(stage: str, profile, overrides) -> None:
+    """The notebook's tagged parameters, as papermill or a user set them: a clear error instead of a deep one."""
+    from .config import ConfigError
+
+    where = f"notebooks/{stage}.ipynb, parameters cell"
+    if not isinstance(profile, str):
+        raise ConfigError(f"{where}: `profile` must be a profile name or a .yaml path (a string), "
+                          f"got {type(profile).__name__} {profile!r}")
+    if overrides is not None and not isinstance(overrides, (dict, list)):
+        raise ConfigError(f"{where}: `overrides` must be a dict of key: value (e.g. {{\"max_steps\": 3}}) or a "
+                          f"list of \"key=value\" strings, got {type(overrides).__name__} {overrides!r}")
 
 
 def stage_config(cfg: Config, stage: str) -> dict[str, Any]:

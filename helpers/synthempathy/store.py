@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,17 +71,39 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """A finished artifact: every line must parse; the error names the file and line."""
+# The fields a later stage reads from each JSON-lines artifact (one place; RunStore.read checks them).
+_EXAMPLE = ("id", "instruction", "history", "output", "k", "emotion")
+ARTIFACT_FIELDS = {
+    ("00_data", "train.jsonl"): ("id", "emotion", "history", "response"),
+    ("00_data", "eval.jsonl"): ("id", "emotion", "history", "response"),
+    ("01_generate", "examples.jsonl"): _EXAMPLE,
+    ("02_quality", "scored.jsonl"): (*_EXAMPLE, "discriminator", "similarity"),
+    ("02_quality", "selected.jsonl"): (*_EXAMPLE, "discriminator", "similarity"),
+    ("03_diversity", "selected.jsonl"): _EXAMPLE,
+}
+
+
+class ArtifactError(ValueError):
+    """A file that a stage wrote (or should have written) is corrupt, edited badly, or of the wrong shape."""
+
+
+def read_jsonl(path: str | os.PathLike, require: Sequence[str] = ()) -> list[dict]:
+    """A finished artifact: every line must parse and carry the `require`d fields; errors name file, line, field."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {n}: not valid JSON ({e.msg}); the artifact is corrupt, "
-                                     "delete it and rerun its stage") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ArtifactError(f"{path}: line {n}: not valid JSON ({e.msg}); the artifact is corrupt, "
+                                    "delete it and rerun its stage") from None
+            missing = [k for k in require if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise ArtifactError(f"{path}: line {n}: field '{missing[0]}' is missing (a record needs "
+                                    f"{', '.join(require)}); delete the file and rerun its stage")
+            rows.append(row)
     return rows
 
 
@@ -153,6 +175,10 @@ class RunStore:
 
     def path(self, stage: str, name: str) -> Path:
         return self.stage_dir(stage) / name
+
+    def read(self, stage: str, name: str) -> list[dict]:
+        """The records of an earlier stage's JSON-lines output, checked against ARTIFACT_FIELDS."""
+        return read_jsonl(self.require(stage, name), ARTIFACT_FIELDS.get((stage, name), ()))
 
     def require(self, stage: str, name: str) -> Path:
         """An input produced by an earlier stage; a clear error when that stage has not run."""
