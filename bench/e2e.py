@@ -3,6 +3,7 @@
 Runs `python -m synthempathy run --profile tiny --force` in a fresh run folder, as a child process, and reads
 per-stage timings from the run's manifest.
     python bench/e2e.py [--profile tiny] [-p key=value ...]
+    python bench/e2e.py --in-place      # into runs/<profile>/ and figures/ instead: the committed default run
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,11 +26,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("-p", "--param", action="append", default=[])
+    parser.add_argument("--in-place", action="store_true", help="run in runs/<profile>/ and the profile's figures")
     args = parser.parse_args()
     print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "synthempathy", "run", "--profile", args.profile, "--force",
-               "-p", f"run_root={tmp}", "-p", f"figures_dir={tmp}/figures", *sum((["-p", p] for p in args.param), [])]
+        if args.in_place:
+            from synthempathy.config import load_config
+
+            run_dir, where = load_config(args.profile).run_dir, []
+            shutil.rmtree(run_dir, ignore_errors=True)  # cold: no cache survives
+        else:
+            run_dir, where = Path(tmp) / args.profile, ["-p", f"run_root={tmp}", "-p", f"figures_dir={tmp}/figures"]
+        cmd = [sys.executable, "-m", "synthempathy", "run", "--profile", args.profile, "--force", *where,
+               *sum((["-p", p] for p in args.param), [])]
         t0 = time.time()
         proc = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
         wall = time.time() - t0
@@ -36,7 +46,7 @@ def main() -> None:
             raise SystemExit(f"the chain failed:\n{proc.stderr[-3000:]}")
         # the largest resident set of any process the chain started (each notebook runs in its own kernel)
         peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-        manifest = json.loads((Path(tmp) / args.profile / "manifest.json").read_text())
+        manifest = json.loads((run_dir / "manifest.json").read_text())
     for stage, entry in manifest["stages"].items():
         print(f"e2e stage {stage}: {entry['seconds']:.1f} s")
     print(f"e2e {args.profile}: wall {wall:.0f} s ({wall / 60:.1f} min), peak RSS of one process {peak_gib:.2f} GiB; "

@@ -10,7 +10,7 @@ import pytest
 
 from synthempathy import data, diversity, generate, judge, quality, runner
 from synthempathy.backends import EndpointError
-from synthempathy.config import ConfigError
+from synthempathy.config import ConfigError, load_config
 from synthempathy.data import DataError
 from synthempathy.models import ModelError
 from synthempathy.runner import open_stage
@@ -177,9 +177,9 @@ def test_a_truncated_embedding_cache_is_rebuilt_not_fatal(run_copy, reference, c
     overrides, store = run_copy
     for npy in (store.root / "cache").glob("*.npy"):
         npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
+    cfg = load_config("tiny", overrides)
     with caplog.at_level(logging.WARNING):
-        cfg, stage_store = open_stage("03_diversity", "tiny", overrides)
-        diversity.run_stage(cfg, stage_store)
+        diversity.run_stage(cfg, RunStore(cfg.run_dir))
     assert "embedding cache" in caplog.text and "unreadable" in caplog.text
     ref = reference[1].root
     for rel in ("03_diversity/selected.jsonl", "03_diversity/discarded.jsonl"):

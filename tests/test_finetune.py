@@ -15,7 +15,8 @@ from synthempathy.store import RunStore, write_jsonl
 
 pytestmark = pytest.mark.slow
 
-MICRO = {"max_steps": 6, "train_batch_size": 2, "max_length": 96, "quantization": "none", "arms": ["ed", "synth_empathy"]}
+MICRO = {"max_steps": 6, "train_batch_size": 2, "max_length": 96, "quantization": "none", "train_eval_records": 8,
+         "arms": ["ed", "synth_empathy"]}
 
 
 def micro_run(tmp_path, name):

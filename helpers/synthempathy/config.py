@@ -95,6 +95,8 @@ class Config(BaseModel):
     max_steps: int | None = stage("04_finetune", None, "Stop after this many optimizer steps.", ge=1)
     train_batch_size: int = stage("04_finetune", 4, "Examples per optimizer step.", ge=1)
     max_length: int = stage("04_finetune", 512, "Max tokens per training example.", ge=16)
+    train_eval_records: int = stage("04_finetune", 32, "Evaluation records for the validation loss during training.",
+                                    ge=1)
 
     # -- 05 evaluation --------------------------------------------------------------------------------------
     eval_max_new_tokens: int = stage("05_evaluate", 64, "Max new tokens per evaluated response.", ge=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -133,7 +134,7 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
         max_steps=steps or -1, num_train_epochs=cfg.epochs, lr_scheduler_type="linear",
         max_length=cfg.max_length, gradient_checkpointing=notes["device"] == "cuda",
         logging_steps=1, save_strategy="steps", save_steps=max(1, (steps or 50) // 3), save_total_limit=1,
-        eval_strategy="steps" if eval_items else "no", eval_steps=max(1, (steps or 50) // 2),
+        eval_strategy="steps" if eval_items else "no", eval_steps=math.ceil((steps or 50) / 2),
         per_device_eval_batch_size=cfg.train_batch_size,
         use_cpu=notes["device"] == "cpu", bf16=notes["device"] == "cuda", report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
@@ -232,9 +233,9 @@ def arm_items(cfg, store, arm: str) -> tuple[list[dict], dict]:
     return training_items(cfg, store, store.read(*source) if source else [])
 
 
-def eval_items(store, n: int = 32) -> list[dict]:
+def eval_items(cfg, store) -> list[dict]:
 
-    return store.read("00_data", "eval.jsonl")[:n]
+    return store.read("00_data", "eval.jsonl")[: cfg.train_eval_records]
 
 
 def run_stage(cfg, store) -> dict:
@@ -245,7 +246,7 @@ def run_stage(cfg, store) -> dict:
     summary = {}
     for arm in cfg.arms:
         items, counts = arm_items(cfg, store, arm)
-        out, evals = store.path("04_finetune", arm), eval_items(store)
+        out, evals = store.path("04_finetune", arm), eval_items(cfg, store)
         disc = store.root / "02_quality" / "discriminator"
         fingerprint = training_fingerprint(cfg, items, evals, prompts()["system"], None)
         if arm == "ed" and is_completed(disc, fingerprint) and not is_completed(out, fingerprint):

@@ -44,7 +44,7 @@ def train_discriminator(cfg, store) -> str:
     items, _ = arm_items(cfg, store, "ed")  # exactly the `ed` arm of stage 04, which then reuses this adapter
     out = store.path("02_quality", DISCRIMINATOR)
     train_lora(cfg, items, out, store.work_dir("02_quality") / "discriminator-checkpoints",
-               eval_items=eval_items(store), name="discriminator M_D (base fine-tuned on ED only)")
+               eval_items=eval_items(cfg, store), name="discriminator M_D (base fine-tuned on ED only)")
     return str(out)
 
 
