@@ -103,9 +103,12 @@ MILESTONES = {
 
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the runner and every process under it (the notebook's kernel), all at once, like a crash."""
-    family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.Error:  # the runner already ended
+        family = []
     for p in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
+        with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGKILL)
     proc.wait(30)
     psutil.wait_procs(family, timeout=30)

@@ -16,7 +16,7 @@ import numpy as np
 from . import judge as judging
 from . import metrics as M
 from .backends import Request, Sampling, TransformersBackend
-from .finetune import chat, is_completed
+from .finetune import chat, is_completed, model_identity
 from .generate import prompts
 from .models import Embedder
 from .store import JsonlCache, write_json, write_jsonl, write_text
@@ -43,7 +43,7 @@ def eval_records(cfg, store) -> list[dict]:
 def predict(cfg, store, name: str, spec: str, records: list[dict], progress: bool = True) -> list[dict]:
     """Greedy answers of one model to every evaluation example; cached, so a rerun generates nothing."""
     sampling = Sampling(0.0, 1.0, cfg.eval_max_new_tokens)
-    requests = [Request.make(spec, [(m["role"], m["content"]) for m in chat(r["history"], prompts()["system"])],
+    requests = [Request.make(model_identity(spec), [(m["role"], m["content"]) for m in chat(r["history"], prompts()["system"])],
                              "", sampling, 0) for r in records]
     cache = JsonlCache(store.work_dir("05_evaluate") / f"predictions.{name}.cache.jsonl")
     TransformersBackend(spec, cfg.device, cfg.gen_batch_size).generate(requests, cache, progress, desc=f"answering: {name}")

@@ -90,6 +90,13 @@ def training_fingerprint(cfg, train_items, eval_items, system, max_steps) -> str
                      "train": train_items, "eval": eval_items})
 
 
+def model_identity(spec: str) -> str:
+    """What a model's cached answers are keyed by: a trained adapter by its training fingerprint, so the same
+    adapter in another run folder shares keys (and batches, and sampled answers); any other model by its spec."""
+    marker = Path(spec) / COMPLETED
+    return f"adapter:{read_json(marker)['fingerprint']}" if marker.exists() else spec
+
+
 def is_completed(out_dir: str | Path, fingerprint: str | None = None) -> bool:
     """A finished adapter (and, given a fingerprint, one trained from exactly those inputs)."""
     marker = Path(out_dir) / COMPLETED

@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 
 from .backends import OpenAIBackend, Request, Sampling, TransformersBackend, derived_seed
-from .finetune import arm_items, chat, eval_items, train_lora
+from .finetune import arm_items, chat, eval_items, model_identity, train_lora
 from .generate import prompts
 from .models import Embedder
 from .store import JsonlCache, write_json, write_jsonl
@@ -51,7 +51,7 @@ def train_discriminator(cfg, store) -> str:
 def score(cfg, store, disc_spec: str, progress: bool = True) -> list[dict]:
     """M_D answers every synthetic prompt; returns the scored rows."""
     examples = store.read("01_generate", "examples.jsonl")
-    requests = discriminator_requests(examples, cfg, disc_spec)
+    requests = discriminator_requests(examples, cfg, model_identity(disc_spec))
     cache = JsonlCache(store.work_dir("02_quality") / "discriminator.cache.jsonl")
     backend = (OpenAIBackend(cfg.disc_endpoints, disc_spec) if cfg.disc_endpoints
                else TransformersBackend(disc_spec, cfg.device, cfg.gen_batch_size))
