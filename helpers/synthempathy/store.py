@@ -79,7 +79,7 @@ ARTIFACT_FIELDS = {
     ("01_generate", "examples.jsonl"): _EXAMPLE,
     ("02_quality", "scored.jsonl"): (*_EXAMPLE, "discriminator", "similarity"),
     ("02_quality", "selected.jsonl"): (*_EXAMPLE, "discriminator", "similarity"),
-    ("03_diversity", "selected.jsonl"): _EXAMPLE,
+    ("03_diversity", "selected.jsonl"): ("id", "history", "output"),  # what the training arms read
 }
 
 
