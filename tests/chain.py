@@ -33,8 +33,12 @@ def no_network(log: Path):
     finally:
         guard.uninstall()
         for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def overrides_for(root: Path) -> dict:
+    """The shrunk profile's overrides for a run kept under `root`."""
     return {"run_root": str(root / "runs"), "figures_dir": str(root / "figures"), **SHRUNK}

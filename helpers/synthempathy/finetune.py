@@ -224,7 +224,6 @@ def training_items(cfg, store, synthetic: list[dict]) -> tuple[list[dict], dict]
     """ED train plus synthetic examples (their `output` as the response), shuffled with the seed; and the counts."""
     import random
 
-
     ed = [{"history": r["history"], "response": r["response"]} for r in store.read("00_data", "train.jsonl")]
     items = ed + [{"history": e["history"], "response": e["output"]} for e in synthetic]
     random.Random(cfg.seed).shuffle(items)
@@ -233,7 +232,6 @@ def training_items(cfg, store, synthetic: list[dict]) -> tuple[list[dict], dict]
 
 def arm_items(cfg, store, arm: str) -> tuple[list[dict], dict]:
     """The shuffled training items of one arm, and its data counts."""
-
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r} (arms: {', '.join(ARMS)})")
     source = ARMS[arm][1]
@@ -241,7 +239,7 @@ def arm_items(cfg, store, arm: str) -> tuple[list[dict], dict]:
 
 
 def eval_items(cfg, store) -> list[dict]:
-
+    """The records whose loss is the validation loss during training."""
     return store.read("00_data", "eval.jsonl")[: cfg.train_eval_records]
 
 
