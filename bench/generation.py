@@ -10,7 +10,7 @@ temporary cache. Tokens are the real generated tokens up to and including EOS (p
 is not counted); tokens/s is over the wall time of the whole generate call, model already loaded and warmed.
 The target is batched >= 4x one-at-a-time on a 2-core machine. What gets the batched backend there: the prompts'
 shared prefix (system prompt and one-shot format example, about 60% of each prompt) is encoded once per batch and
-its KV cache reused by every row (backends.shared_prefix_layout); measured 2026-11-24: batch 32 4.27x, batch 16
+its KV cache reused by every row (backends.shared_prefix_batch); measured 2026-11-24: batch 32 4.27x, batch 16
 3.76x (before prefix sharing: 3.2x and 3.1x).
 
 llama.cpp (llama-cpp-python, when it imports) runs the packaged GGUF in process, one prompt at a time, on the

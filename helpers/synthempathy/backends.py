@@ -136,7 +136,9 @@ class TransformersBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         torch.manual_seed(derived_seed(*(r.seed for r in batch)))  # this batch's draws depend on it alone
         with torch.inference_mode():
-            input_ids, mask, cache = self._shared_prefix_inputs(ids, torch)
+            # the prompts share the system prompt and the one-shot example (~60% of each): encoding that prefix
+            # once per batch is what makes batching pay on a CPU (bench/generation.py)
+            input_ids, mask, _, cache = shared_prefix_batch(model, ids, tok.pad_token_id)
             out = model.generate(input_ids=input_ids, attention_mask=mask, past_key_values=cache, **kwargs)
         rows = []
         for req, new in zip(batch, out[:, input_ids.shape[1]:].tolist()):
@@ -146,15 +148,6 @@ class TransformersBackend:
                          "tokens": n, "finished": end is not None})
         return rows
 
-    def _shared_prefix_inputs(self, ids: list[list[int]], torch):
-        """The generation prompts share the system prompt and the one-shot example (about 60% of every prompt):
-        encoding that prefix once per batch instead of once per row is what makes batching pay on a CPU
-        (bench/generation.py)."""
-        rows, masks, shared = shared_prefix_layout(ids, self.tokenizer.pad_token_id)
-        device = self.model.device
-        input_ids, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
-        return input_ids, mask, prefix_cache(self.model, input_ids, shared)
-
 
 MIN_SHARED_PREFIX = 16
 
@@ -163,7 +156,7 @@ def shared_prefix_layout(ids: list[list[int]], pad_id: int, min_shared: int = MI
     """Token rows laid out as [shared prefix, padding, own suffix], their attention masks, and the prefix length.
 
     Padding sits between prefix and suffix, so the prefix's KV cache can be computed once for the batch
-    (prefix_cache). The mask hides the padding and the position ids, taken from the mask's running sum (as
+    (shared_prefix_batch). The mask hides the padding and the position ids, taken from the mask's running sum (as
     `generate` does, or as the caller passes them), continue the prefix, so every row sees exactly its own
     prompt. Each row keeps >= 1 token after the prefix; below `min_shared` shared tokens, or for a single row,
     this is plain left padding (prefix length 0)."""
@@ -176,13 +169,19 @@ def shared_prefix_layout(ids: list[list[int]], pad_id: int, min_shared: int = MI
     return rows, masks, shared
 
 
-def prefix_cache(model, input_ids, shared: int):
-    """The KV cache of the first `shared` tokens, computed on one row and repeated for the batch (None if 0)."""
+def shared_prefix_batch(model, ids: list[list[int]], pad_id: int):
+    """A batch ready for the model: (input_ids, attention mask, shared prefix length, the prefix's KV cache or
+    None). The prefix is encoded once, on one row, and its cache repeated for the batch."""
+    import torch
+
+    rows, masks, shared = shared_prefix_layout(ids, pad_id)
+    input_ids = torch.tensor(rows, device=model.device)
+    mask = torch.tensor(masks, device=model.device)
     if not shared:
-        return None
+        return input_ids, mask, 0, None
     cache = model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
-    cache.batch_repeat_interleave(input_ids.shape[0])
-    return cache
+    cache.batch_repeat_interleave(len(ids))
+    return input_ids, mask, shared, cache
 
 
 def common_prefix_len(seqs: list[list[int]]) -> int:

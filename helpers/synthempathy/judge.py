@@ -72,14 +72,11 @@ class InProcessJudge:
     def _group_logits(self, ids: list[list[int]]) -> list[list[float]]:
         import torch
 
-        from .backends import prefix_cache, shared_prefix_layout
+        from .backends import shared_prefix_batch
 
-        rows, masks, shared = shared_prefix_layout(ids, self.tok.pad_token_id)
-        device = self.model.device
-        input_ids, mask = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            cache = prefix_cache(self.model, input_ids, shared)
+            input_ids, mask, shared, cache = shared_prefix_batch(self.model, ids, self.tok.pad_token_id)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` derives itself; a forward call does not
             logits = self.model(input_ids=input_ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
                                 past_key_values=cache).logits[:, -1, :]
         return logits[:, self.label_ids].float().tolist()
