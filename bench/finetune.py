@@ -15,14 +15,14 @@ import tempfile
 
 CHILD = """
 import json, resource, sys, time
-from synthempathy import finetune
+from synthempathy.lib import sft
 from synthempathy.config import load_config
-from synthempathy.data import load_ed
+from synthempathy.lib.ed import load_ed
 args = json.loads(sys.argv[1])
 cfg = load_config("tiny", {"quantization": args["q"], "max_steps": args["steps"], "train_batch_size": args["batch"],
                            "max_length": args["max_length"]})
 items = [r.to_dict() for r in load_ed("packaged:seed", "train")]
-rec = finetune.train_lora(cfg, items, args["out"] + "/adapter", args["out"] + "/work", name=args["q"])
+rec = sft.train_lora(cfg, items, args["out"] + "/adapter", args["out"] + "/work", name=args["q"])
 rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps(rec))
 """

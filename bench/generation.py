@@ -10,7 +10,7 @@ temporary cache. Tokens are the real generated tokens up to and including EOS (p
 is not counted); tokens/s is over the wall time of the whole generate call, model already loaded and warmed.
 The target is batched >= 4x one-at-a-time on a 2-core machine. What gets the batched backend there: the prompts'
 shared prefix (system prompt and one-shot format example, about 60% of each prompt) is encoded once per batch and
-its KV cache reused by every row (backends.shared_prefix_batch); measured 2026-11-24: batch 32 4.27x, batch 16
+its KV cache reused by every row (lib/prefix.shared_prefix_batch); measured 2026-11-24: batch 32 4.27x, batch 16
 3.76x (before prefix sharing: 3.2x and 3.1x).
 
 llama.cpp (llama-cpp-python, when it imports) runs the packaged GGUF in process, one prompt at a time, on the
@@ -37,14 +37,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from synthempathy import data, generate  # noqa: E402
-from synthempathy.backends import Request, TransformersBackend  # noqa: E402
+from synthempathy import generate  # noqa: E402
 from synthempathy.config import load_config  # noqa: E402
+from synthempathy.lib.backends import Request, TransformersBackend  # noqa: E402
+from synthempathy.lib.ed import load_ed  # noqa: E402
 from synthempathy.store import JsonlCache  # noqa: E402
 
 
 def build_requests(cfg, n: int) -> list[Request]:
-    seeds = [r.to_dict() for r in data.load_ed(cfg.data_source, cfg.train_split)[:n]]
+    seeds = [r.to_dict() for r in load_ed(cfg.data_source, cfg.train_split)[:n]]
     if len(seeds) < n:
         sys.exit(f"only {len(seeds)} seed records in {cfg.data_source}, asked for --n {n}")
     return [r for _, n_pass, r in generate.generation_requests(seeds, cfg) if n_pass == 0]
@@ -78,7 +79,7 @@ def run_transformers(reqs: list[Request], batch_size: int, shared: TransformersB
 def run_llama_cpp(reqs: list[Request], renderer: TransformersBackend, threads: int) -> tuple[dict, list[dict], dict]:
     import llama_cpp
 
-    from synthempathy.models import packaged_file
+    from synthempathy.lib.models import packaged_file
 
     llm = llama_cpp.Llama(model_path=str(packaged_file("packaged:smollm2-135m-instruct")), n_ctx=2048,
                           n_threads=threads, n_threads_batch=threads, verbose=False)

@@ -1,4 +1,4 @@
-"""Benchmark greedy K-Center: synthempathy.diversity.kcenter_greedy against the plain loop.
+"""Benchmark greedy K-Center: synthempathy.lib.kcenter.kcenter_greedy against the plain loop.
 
   python bench/kcenter.py                # n=20,000 d=384 side by side, then n=100,000 d=1,024 alone
   python bench/kcenter.py --skip-large   # side by side only (~5 min, most of it the plain loop)
@@ -19,7 +19,7 @@ import tracemalloc
 
 import numpy as np
 
-from synthempathy.diversity import coverage_radius, kcenter_greedy, naive_kcenter_greedy
+from synthempathy.lib.kcenter import coverage_radius, kcenter_greedy, naive_kcenter_greedy
 
 GIB = 2**30
 

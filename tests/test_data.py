@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 
 from synthempathy import data
-from synthempathy.data import EMOTIONS, DataError, load_ed
+from synthempathy.lib import ed, ed_rows
+from synthempathy.lib.ed import EMOTIONS, DataError, load_ed
 
 CONVS = [
     {"conv_id": "c:0", "emotion": "proud", "situation": "I finished my first marathon, slowly.",
@@ -35,7 +36,7 @@ def as_tuples(records):
 
 
 def test_upstream_csv_with_comma_escapes(tmp_path):
-    data.write_ed_csv(tmp_path / "train.csv", CONVS)
+    ed_rows.write_ed_csv(tmp_path / "train.csv", CONVS)
     assert "_comma_" in (tmp_path / "train.csv").read_text()
     records = load_ed(tmp_path, "train")
     assert as_tuples(records) == expected_records()
@@ -104,13 +105,13 @@ def test_seed_corpus_shape():
     assert set(emotions) == set(EMOTIONS) and min(emotions.values()) >= 3
     all_ids = [cid for c in convs.values() for cid in c]
     assert len(all_ids) == len(set(all_ids)), "a conversation id is reused across splits"
-    text = (data.SEED_DIR / "train.csv").read_text()
-    assert "_comma_" in text and text.splitlines()[0] == ",".join(data.CSV_COLUMNS)
+    text = (ed.SEED_DIR / "train.csv").read_text()
+    assert "_comma_" in text and text.splitlines()[0] == ",".join(ed_rows.CSV_COLUMNS)
 
 
 # -- bad input: one clear error naming file, place and field -----------------------------------------------
 
-CSV_HEADER = ",".join(data.CSV_COLUMNS)
+CSV_HEADER = ",".join(ed_rows.CSV_COLUMNS)
 GOOD_CSV_ROWS = ["c:0,1,proud,s,0,I ran a marathon,,", "c:0,2,proud,s,1,Well done!,,"]
 
 
@@ -170,7 +171,7 @@ def test_hub_source_offline_fails_at_once():
 # -- the official tarball, through a local file:// URL --------------------------------------------------------
 
 def make_tarball(path):
-    data.write_ed_csv(path.parent / "train.csv", CONVS)
+    ed_rows.write_ed_csv(path.parent / "train.csv", CONVS)
     with tarfile.open(path, "w:gz") as tar:
         for split in ("train", "valid", "test"):
             tar.add(path.parent / "train.csv", arcname=f"empatheticdialogues/{split}.csv")
@@ -181,9 +182,9 @@ def test_download_verifies_checksum_and_unpacks(tmp_path):
     tarball = tmp_path / "src" / "ed.tar.gz"
     tarball.parent.mkdir()
     digest = make_tarball(tarball)
-    folder = data.download_ed(tmp_path / "dest", url=tarball.as_uri(), sha256=digest)
+    folder = ed.download_ed(tmp_path / "dest", url=tarball.as_uri(), sha256=digest)
     assert as_tuples(load_ed(folder, "test")) == expected_records()
-    assert data.download_ed(tmp_path / "dest", url="file:///nonexistent", sha256=digest) == folder  # cached
+    assert ed.download_ed(tmp_path / "dest", url="file:///nonexistent", sha256=digest) == folder  # cached
 
 
 def test_download_rejects_a_wrong_checksum(tmp_path):
@@ -191,5 +192,5 @@ def test_download_rejects_a_wrong_checksum(tmp_path):
     tarball.parent.mkdir()
     make_tarball(tarball)
     with pytest.raises(DataError, match="checksum mismatch"):
-        data.download_ed(tmp_path / "dest", url=tarball.as_uri(), sha256="0" * 64)
+        ed.download_ed(tmp_path / "dest", url=tarball.as_uri(), sha256="0" * 64)
     assert not list((tmp_path / "dest").glob("*.tar.gz")), "a rejected download must not stay on disk"

@@ -4,7 +4,7 @@ plain loop, the API contract, and the coverage-radius helpers."""
 import numpy as np
 import pytest
 
-from synthempathy.diversity import coverage_curve, coverage_radius, kcenter_greedy, naive_kcenter_greedy
+from synthempathy.lib.kcenter import coverage_curve, coverage_radius, kcenter_greedy, naive_kcenter_greedy
 
 
 def with_duplicates(n=500, d=16, dups=50, seed=0):

@@ -11,6 +11,7 @@ import pytest
 
 from synthempathy import data, finetune
 from synthempathy.config import load_config
+from synthempathy.lib import sft
 from synthempathy.store import RunStore, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def micro_run(tmp_path, name):
     overrides = {**MICRO, "run_root": str(tmp_path / name), "figures_dir": str(tmp_path / "fig")}
     cfg = load_config("tiny", overrides)
     store = RunStore(cfg.run_dir)
-    data.prepare(cfg, store)
+    data.run_stage(cfg, store)
     synthetic = [{"id": f"s{i}", "history": ["I finally finished my thesis today.", "That is huge!", "I feel empty now."],
                   "output": "That is common after a big push. Give yourself a few days of rest.", "k": 1} for i in range(6)]
     write_jsonl(store.path("03_diversity", "selected.jsonl"), synthetic)
@@ -34,8 +35,7 @@ def micro_run(tmp_path, name):
 RUN = """
 import json, sys
 from synthempathy import finetune
-from synthempathy.runner import open_stage
-cfg, store = open_stage("04_finetune", "tiny", json.loads(sys.argv[1]))
+cfg, store = finetune.STAGE.open("tiny", json.loads(sys.argv[1]))
 finetune.run_stage(cfg, store)
 """
 
@@ -59,12 +59,12 @@ def test_two_arms_train_resume_after_kill_and_skip_when_done(tmp_path):
     work = store_b.root / "04_finetune" / "_work" / "ed"
     deadline = time.time() + 240
     # wait for a *complete* checkpoint: a folder appears before its trainer_state.json is written
-    while time.time() < deadline and finetune.last_checkpoint(work) is None and proc.poll() is None:
+    while time.time() < deadline and sft.last_checkpoint(work) is None and proc.poll() is None:
         time.sleep(0.2)
-    assert finetune.last_checkpoint(work), "no complete checkpoint appeared before the deadline"
+    assert sft.last_checkpoint(work), "no complete checkpoint appeared before the deadline"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    assert not finetune.is_completed(store_b.path("04_finetune", "ed"))
+    assert not sft.is_completed(store_b.path("04_finetune", "ed"))
     resumed = finetune.run_stage(cfg_b, store_b)
     record = json.loads((store_b.path("04_finetune", "ed") / "completed.json").read_text())
     assert record["resumed"] is True

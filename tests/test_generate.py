@@ -1,4 +1,4 @@
-"""Stage 1-2 logic that needs no model: prompt building, parsing messy outputs, turn sampling, the cache."""
+"""01_generate logic that needs no model: prompt building, parsing messy outputs, turn sampling, the cache."""
 
 import random
 
@@ -131,11 +131,11 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(tmp_path):
     """Batching (shared-prefix KV cache, padding between prefix and suffix) must not change what a prompt gets."""
     import dataclasses
 
-    from synthempathy import data
-    from synthempathy.backends import TransformersBackend
+    from synthempathy.lib.backends import TransformersBackend
+    from synthempathy.lib.ed import load_ed
 
     cfg = load_config("tiny")
-    seeds = [r.to_dict() for r in data.load_ed(cfg.data_source, cfg.train_split)[:4]]
+    seeds = [r.to_dict() for r in load_ed(cfg.data_source, cfg.train_split)[:4]]
     greedy = G.Sampling(temperature=0.0, top_p=1.0, max_new_tokens=24)
     reqs = [dataclasses.replace(r, sampling=greedy) for _, n, r in G.generation_requests(seeds, cfg) if n == 0]
     one = TransformersBackend(cfg.generator_model, "cpu", batch_size=1)

@@ -33,8 +33,7 @@ CACHE = ("01_generate", "_work", "generations.cache.jsonl")
 STAGE_CODE = """
 import json, sys
 from synthempathy import generate
-from synthempathy.runner import open_stage
-cfg, store = open_stage("01_generate", "tiny", json.loads(sys.argv[1]))
+cfg, store = generate.STAGE.open("tiny", json.loads(sys.argv[1]))
 summary = generate.run_stage(cfg, store, progress=False)
 print("SUMMARY " + json.dumps(summary), flush=True)
 """
@@ -49,7 +48,7 @@ def prepared_run(root: Path) -> tuple[dict, RunStore]:
     overrides = overrides_for(root)
     cfg = load_config("tiny", overrides)
     store = RunStore(cfg.run_dir)
-    data.prepare(cfg, store)
+    data.run_stage(cfg, store)
     return overrides, store
 
 

@@ -11,7 +11,9 @@ import pytest
 from nltk.tabdata import TabEncoder
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 
-from synthempathy import metrics as M
+from synthempathy.lib import bootstrap as B
+from synthempathy.lib import metrics as M
+from synthempathy.lib import tokens as T
 
 ED_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "ed"
 needs_ed = pytest.mark.skipif(
@@ -29,34 +31,34 @@ def ed_responses() -> list[str]:
 
 
 def test_tokenize_splits_contractions_and_lowercases():
-    assert M.tokenize("I don't know.") == ["i", "do", "n't", "know", "."]
+    assert T.tokenize("I don't know.") == ["i", "do", "n't", "know", "."]
 
 
 def test_tokenize_punctuation_and_quotes():
-    assert M.tokenize("Wow, really?!") == ["wow", ",", "really", "?", "!"]
-    assert M.tokenize('He said "hi".') == ["he", "said", "``", "hi", "''", "."]
+    assert T.tokenize("Wow, really?!") == ["wow", ",", "really", "?", "!"]
+    assert T.tokenize('He said "hi".') == ["he", "said", "``", "hi", "''", "."]
 
 
 def test_tokenize_splits_sentences_before_word_tokenizing():
     # without the Punkt split the Treebank tokenizer only detaches the text's final period: "did."
-    assert M.tokenize("I did. It was fine.") == ["i", "did", ".", "it", "was", "fine", "."]
+    assert T.tokenize("I did. It was fine.") == ["i", "did", ".", "it", "was", "fine", "."]
     assert nltk.word_tokenize("I did. It was fine.", preserve_line=True)[1] == "did."
 
 
 def test_tokenize_keeps_known_abbreviation():
     # "mr" is in the English Punkt abbreviation list: no sentence break, so "mr." stays one token
-    assert M.tokenize("Mr. Smith came. I left.") == ["mr.", "smith", "came", ".", "i", "left", "."]
+    assert T.tokenize("Mr. Smith came. I left.") == ["mr.", "smith", "came", ".", "i", "left", "."]
 
 
 def test_tokenize_empty_text():
-    assert M.tokenize("") == []
-    assert M.tokenize("   ") == []
+    assert T.tokenize("") == []
+    assert T.tokenize("   ") == []
 
 
 @pytest.fixture
 def punkt_tab_from_bundled_params(tmp_path, monkeypatch):
     """punkt_tab/english written from the parameters `metrics` uses, visible to nltk.word_tokenize."""
-    params = M._sentence_splitter()._params
+    params = T._sentence_splitter()._params
     folder = tmp_path / "tokenizers" / "punkt_tab" / "english"
     folder.mkdir(parents=True)
     enc = TabEncoder()  # the encoder nltk's own save_punkt_params uses
@@ -89,14 +91,14 @@ HAND_TEXTS = [
 
 def test_tokenize_equals_nltk_word_tokenize(punkt_tab_from_bundled_params):
     for text in HAND_TEXTS:
-        assert M.tokenize(text) == nltk_tokens(text), text
+        assert T.tokenize(text) == nltk_tokens(text), text
 
 
 @pytest.mark.needs_ed
 @needs_ed
 def test_tokenize_equals_nltk_word_tokenize_on_ed_valid(punkt_tab_from_bundled_params):
     texts = ed_responses()
-    ours = [M.tokenize(t) for t in texts]
+    ours = [T.tokenize(t) for t in texts]
     differ = [i for i, (t, toks) in enumerate(zip(texts, ours)) if toks != nltk_tokens(t)]
     assert differ == []
     # the figure the module docstring reports for the preserve_line=True shortcut
@@ -146,7 +148,7 @@ def test_bleu_matches_nltk_corpus_bleu():
     preds = [" ".join(rng.choices(vocab, k=rng.randint(0, 12))) for _ in range(40)]
     refs = [" ".join(rng.choices(vocab, k=rng.randint(1, 12))) for _ in range(40)]
     m = M.automatic_metrics(preds, refs)
-    hyps, golds = [M.tokenize(p) for p in preds], [[M.tokenize(r)] for r in refs]
+    hyps, golds = [T.tokenize(p) for p in preds], [[T.tokenize(r)] for r in refs]
     smooth = SmoothingFunction(epsilon=1e-12).method1
     for n in range(1, 5):
         assert m[f"bleu{n}"] == 100 * corpus_bleu(
@@ -155,7 +157,7 @@ def test_bleu_matches_nltk_corpus_bleu():
 
 
 def test_rouge_normalizes_articles_and_punctuation():
-    assert M.normalize_for_rouge("The cat's toy, an apple; theater") == [
+    assert T.normalize_for_rouge("The cat's toy, an apple; theater") == [
         "cat",
         "s",
         "toy",
@@ -265,7 +267,7 @@ def synthetic_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
 
 def test_weights_equal_repeating_examples():
     preds, refs = synthetic_corpus(6, 1)
-    stats = M.example_stats([M.tokenize(p) for p in preds], [M.tokenize(r) for r in refs])
+    stats = M.example_stats([T.tokenize(p) for p in preds], [T.tokenize(r) for r in refs])
     weights = np.array([2, 0, 1, 0, 3, 1])
     idx = np.repeat(np.arange(6), weights)
     expect = M.automatic_metrics([preds[i] for i in idx], [refs[i] for i in idx])
@@ -274,9 +276,9 @@ def test_weights_equal_repeating_examples():
 
 def test_bootstrap_is_seeded_and_brackets_the_point():
     preds, refs = synthetic_corpus(100, 2)
-    a = M.bootstrap_metrics(preds, refs, n_resamples=300, seed=7)
-    assert a == M.bootstrap_metrics(preds, refs, n_resamples=300, seed=7)
-    assert a != M.bootstrap_metrics(preds, refs, n_resamples=300, seed=8)
+    a = B.bootstrap_metrics(preds, refs, n_resamples=300, seed=7)
+    assert a == B.bootstrap_metrics(preds, refs, n_resamples=300, seed=7)
+    assert a != B.bootstrap_metrics(preds, refs, n_resamples=300, seed=8)
     point = M.automatic_metrics(preds, refs)
     for k, (p, low, high) in a.items():
         assert p == pytest.approx(point[k])
@@ -284,14 +286,14 @@ def test_bootstrap_is_seeded_and_brackets_the_point():
 
 
 def test_bootstrap_of_one_example():
-    res = M.bootstrap_metrics(["hello there"], ["hello you"], n_resamples=20)
+    res = B.bootstrap_metrics(["hello there"], ["hello you"], n_resamples=20)
     assert all(low == point == high for point, low, high in res.values())
 
 
 def test_bootstrap_fast_path_equals_recomputing_on_resampled_lists():
     preds, refs = synthetic_corpus(20, 3)
-    fast = M.bootstrap_metrics(preds, refs, n_resamples=30, seed=1)
-    slow = M.bootstrap_metrics(
+    fast = B.bootstrap_metrics(preds, refs, n_resamples=30, seed=1)
+    slow = B.bootstrap_metrics(
         preds, refs, n_resamples=30, seed=1, metric_fn=lambda p, r: M.automatic_metrics(p, r)
     )
     for k in fast:
@@ -303,34 +305,34 @@ def test_bootstrap_takes_seconds():
 
     preds, refs = synthetic_corpus(100, 4)
     start = time.perf_counter()
-    M.bootstrap_metrics(preds, refs, n_resamples=1000)
+    B.bootstrap_metrics(preds, refs, n_resamples=1000)
     assert time.perf_counter() - start < 10
 
 
 def test_paired_bootstrap_prefers_the_better_system():
     preds, refs = synthetic_corpus(60, 5)
     worse = preds[1:] + preds[:1]  # the same texts, each paired with the wrong reference
-    res = M.paired_bootstrap(preds, worse, refs, n_resamples=300, seed=0)
+    res = B.paired_bootstrap(preds, worse, refs, n_resamples=300, seed=0)
     for k in ("bleu1", "bleu2", "rouge1", "rougeL", "f1"):
         assert res[k]["point_diff"] > 0 and res[k]["low"] > 0 and res[k]["share_above_zero"] == 1.0, k
-    flipped = M.paired_bootstrap(worse, preds, refs, n_resamples=300, seed=0)
+    flipped = B.paired_bootstrap(worse, preds, refs, n_resamples=300, seed=0)
     assert flipped["bleu1"]["mean_diff"] == pytest.approx(-res["bleu1"]["mean_diff"])
     assert flipped["bleu1"]["share_above_zero"] == 0.0
 
 
 def test_paired_bootstrap_of_a_system_with_itself_is_zero():
     preds, refs = synthetic_corpus(30, 6)
-    res = M.paired_bootstrap(preds, list(preds), refs, n_resamples=50, seed=0)
+    res = B.paired_bootstrap(preds, list(preds), refs, n_resamples=50, seed=0)
     assert {v for r in res.values() for v in (r["point_diff"], r["mean_diff"], r["low"], r["high"])} == {0.0}
     assert {r["share_above_zero"] for r in res.values()} == {0.0}
 
 
 def test_bootstrap_ci_of_values():
-    assert M.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
-    mean, low, high = M.bootstrap_ci([0.0, 1.0] * 50, n_resamples=500, seed=0)
+    assert B.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    mean, low, high = B.bootstrap_ci([0.0, 1.0] * 50, n_resamples=500, seed=0)
     assert mean == 0.5 and 0.35 < low < 0.5 < high < 0.65
     with pytest.raises(ValueError):
-        M.bootstrap_ci([])
+        B.bootstrap_ci([])
 
 
 # ---------------------------------------------------------------------------------------------------------

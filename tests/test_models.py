@@ -2,8 +2,8 @@ import time
 
 import pytest
 
-from synthempathy import models
-from synthempathy.models import ModelError
+from synthempathy.lib import embedding, models
+from synthempathy.lib.models import ModelError
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_packaged_smollm2_generates_offline():
 
 
 def test_packaged_minilm_embeds_offline():
-    emb = models.load_embedder("packaged:all-minilm-l6-v2", device="cpu")
+    emb = embedding.load_embedder("packaged:all-minilm-l6-v2", device="cpu")
     v = emb.encode(["I lost my job today.", "I was fired this morning.", "The train was on time."],
                    normalize_embeddings=True)
     assert v.shape == (3, 384)

@@ -12,9 +12,10 @@ import time
 import pytest
 
 from synthempathy import data, generate
-from synthempathy.backends import EndpointError, OpenAIBackend
 from synthempathy.config import load_config
-from synthempathy.models import packaged_file
+from synthempathy.lib.backends import EndpointError, OpenAIBackend
+from synthempathy.lib.ed import load_ed
+from synthempathy.lib.models import packaged_file
 from synthempathy.store import JsonlCache, RunStore, read_jsonl
 
 pytestmark = [
@@ -77,7 +78,7 @@ def server(tmp_path_factory):
 
 
 def seeds(n: int) -> list[dict]:
-    return [r.to_dict() for r in data.load_ed("packaged:seed", "train")[:n]]
+    return [r.to_dict() for r in load_ed("packaged:seed", "train")[:n]]
 
 
 def requests(n: int = 3, **overrides):
@@ -150,7 +151,7 @@ def test_stage_01_through_the_openai_backend(server, run_overrides):
                  "gen_max_new_tokens": 128, "prefill": False}
     cfg = load_config("tiny", overrides)
     store = RunStore(cfg.run_dir)
-    data.prepare(cfg, store)
+    data.run_stage(cfg, store)
 
     summary = generate.run_stage(cfg, store, backend=OpenAIBackend(cfg.gen_endpoints, "smollm2", timeout=120),
                                  progress=False)
@@ -168,7 +169,7 @@ def test_stage_01_through_the_openai_backend(server, run_overrides):
 
 
 def test_judge_through_the_endpoint_reads_label_logprobs(server, tmp_path):
-    from synthempathy import judge
+    from synthempathy.lib import judging as judge
 
     endpoint_judge = judge.EndpointJudge(OpenAIBackend([server], "smollm2", timeout=60))
     items = [{"id": "a", "history": ["I lost my job today."], "response": "I am so sorry. That is a hard blow."}]

@@ -44,4 +44,5 @@ def test_notebook_is_stripped_and_parameterized_with_tiny(path):
     assert scope["profile"] == "tiny" and scope["overrides"] == {}
     load_config(scope["profile"], scope["overrides"])
     code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    assert f'open_stage("{path.stem}"' in code, "the notebook opens its own stage"
+    module = path.stem.split("_", 1)[1]
+    assert f"{module}.STAGE.open(profile, overrides)" in code, "the notebook opens its own stage"

@@ -1,30 +1,33 @@
-"""Stage 02: the SFT helper, similarity selection, and the judge."""
+"""02_quality's library: the SFT helper, similarity selection, and the judge."""
 
 import math
 
 import numpy as np
 import pytest
 
-from synthempathy import finetune, judge, quality
 from synthempathy.config import load_config
-from synthempathy.data import load_ed
-from synthempathy.models import load_lm
+from synthempathy.lib import dialogue, sft
+from synthempathy.lib import judging as judge
+from synthempathy.lib.backends import TransformersBackend
+from synthempathy.lib.ed import load_ed
+from synthempathy.lib.models import load_lm
+from synthempathy.lib.selection import select_quality, similarity
 from synthempathy.store import JsonlCache
 
 
 def test_similarity_is_100_cosine_and_selection_keeps_the_boundary():
     a = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
     b = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
-    assert quality.similarity(a, b).tolist() == [100.0, 60.0, 0.0]
+    assert similarity(a, b).tolist() == [100.0, 60.0, 0.0]
     rows = [{"id": str(i), "similarity": s} for i, s in enumerate([59.9999, 60.0, 60.0001, 100.0, 12.0])]
-    assert [r["id"] for r in quality.select(rows, 60)] == ["1", "2", "3"]
-    assert quality.select(rows, 100) == [rows[3]] and quality.select(rows, 0) == rows
+    assert [r["id"] for r in select_quality(rows, 60)] == ["1", "2", "3"]
+    assert select_quality(rows, 100) == [rows[3]] and select_quality(rows, 0) == rows
 
 
 def test_chat_format_alternates_speaker_and_listener():
-    msgs = finetune.chat(["s1", "l1", "s2"], system="sys")
+    msgs = dialogue.chat(["s1", "l1", "s2"], system="sys")
     assert [(m["role"], m["content"]) for m in msgs] == [("system", "sys"), ("user", "s1"), ("assistant", "l1"), ("user", "s2")]
-    row = finetune.sft_rows([{"history": ["s1"], "response": "l1"}], "sys")[0]
+    row = sft.sft_rows([{"history": ["s1"], "response": "l1"}], "sys")[0]
     assert row["completion"] == [{"role": "assistant", "content": "l1"}] and row["prompt"][-1]["content"] == "s1"
 
 
@@ -57,7 +60,7 @@ def test_sanity_pairs_are_a_derangement():
 
 @pytest.mark.slow
 def test_in_process_judge_scores_real_items_within_1_to_3(tmp_path):
-    j = judge.InProcessJudge("packaged:smollm2-135m-instruct", "cpu", batch_size=4)
+    j = judge.InProcessJudge(TransformersBackend("packaged:smollm2-135m-instruct", "cpu"), batch_size=4)
     items = [{"id": "a", "history": ["I lost my job today."], "response": "I am so sorry. That is a hard blow."},
              {"id": "b", "history": ["My dog had puppies!"], "response": "The train leaves at nine."}]
     cache = JsonlCache(tmp_path / "judge.jsonl")
@@ -85,16 +88,16 @@ def seed_items(n):
 def test_sft_loss_falls_and_the_adapter_reloads_and_generates(tmp_path, quantization):
     cfg = load_config("tiny", {"quantization": quantization, "max_steps": 8, "learning_rate": 2e-3,
                                "train_batch_size": 4, "max_length": 128})
-    record = finetune.train_lora(cfg, seed_items(4), tmp_path / "out", tmp_path / "work", name="t")
+    record = sft.train_lora(cfg, seed_items(4), tmp_path / "out", tmp_path / "work", name="t")
     assert record["steps"] == 8 and record["quantization"] == quantization
     assert record["final_loss"] < record["first_loss"] * 0.8, record
     for name in ("adapter_model.safetensors", "adapter_config.json", "README.md", "training_log.json", "completed.json"):
         assert (tmp_path / "out" / name).exists(), name
     assert not (tmp_path / "work").exists(), "checkpoints are removed once the adapter is saved"
     model, tok = load_lm(str(tmp_path / "out"), device="cpu")
-    enc = tok.apply_chat_template(finetune.chat(["My cat is sick."], "You are a helpful assistant."),
+    enc = tok.apply_chat_template(dialogue.chat(["My cat is sick."], "You are a helpful assistant."),
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**enc, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > enc["input_ids"].shape[1]
-    again = finetune.train_lora(cfg, seed_items(4), tmp_path / "out", tmp_path / "work2")
+    again = sft.train_lora(cfg, seed_items(4), tmp_path / "out", tmp_path / "work2")
     assert again == record and not (tmp_path / "work2").exists(), "a completed adapter is not retrained"

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "metrics":
-            from .metrics import score_file
+            from .lib.metrics import score_file
 
             try:
                 scores = score_file(args.predictions, args.prediction_field, args.gold_field, args.references)

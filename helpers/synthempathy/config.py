@@ -2,8 +2,9 @@
 
 A profile is a flat YAML mapping of keys defined below; anything it leaves out takes the default here.
 Keys are flat (not nested) so that `-p key=value` on the command line and papermill parameters address them
-directly. Each key belongs to a stage; the runner fingerprints a stage with its own keys only, so changing
-the threshold T does not rerun generation.
+directly. Each key declares the stages that read it (`reads`); the runner fingerprints a stage with exactly
+those keys, so changing the threshold T does not rerun generation, and a stage that reads a key it does not
+declare fails at once (StageConfig).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .store import STAGES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -26,84 +29,100 @@ class ConfigError(ValueError):
     """A profile or override is wrong; the message names the key and where it came from."""
 
 
-def stage(name: str, default: Any, doc: str, **kw: Any) -> Any:
-    return Field(default, description=doc, json_schema_extra={"stage": name}, **kw)
+# Which stages read a key (each key below names one of these):
+ALL = STAGES  # run-wide
+DATA, GEN, QUALITY, EVAL = ("00_data",), ("01_generate",), ("02_quality",), ("05_evaluate",)
+IN_PROCESS = ("01_generate", "02_quality", "05_evaluate")  # every stage whose models answer chats in process
+SFT = ("02_quality", "04_finetune", "05_evaluate")  # every adapter's training: M_D, the arms, the sweep's
+JUDGED = ("02_quality", "05_evaluate")  # the judge (and the threshold, which the sweep varies)
+EMBEDDED = ("02_quality", "03_diversity", "05_evaluate")  # the embedder
+DIVERSE = ("03_diversity", "05_evaluate")  # the K-center ratio (the sweep varies it)
+ARMS = ("04_finetune", "05_evaluate")  # which arms are trained, and evaluated
+ALL_KEYS = ("profile", "seed", "run_root", "figures_dir", "device")
+NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir"}  # where a run goes, not what it computes
+
+
+def key(reads: tuple[str, ...], default: Any, doc: str, **kw: Any) -> Any:
+    """A config key, with the stages that read it: a stage's fingerprint covers exactly the keys it reads."""
+    unknown = [s for s in reads if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r} in reads (stages: {', '.join(STAGES)})")
+    return Field(default, description=doc, json_schema_extra={"reads": list(reads)}, **kw)
 
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # -- run-wide -------------------------------------------------------------------------------------------
-    profile: str = stage("run", "tiny", "Name of the profile (configs/<profile>.yaml).")
-    seed: int = stage("run", 0, "Seed for every random choice in the chain.")
-    run_root: str = stage("run", "runs", "Folder holding runs/<profile>/; relative paths are from the repo root.")
-    figures_dir: str = stage("run", "figures", "Where the notebooks save their figures (relative to the repo root).")
-    device: Literal["auto", "cpu", "cuda"] = stage("run", "auto", "auto = CUDA when present, else CPU.")
+    profile: str = key(ALL, "tiny", "Name of the profile (configs/<profile>.yaml).")
+    seed: int = key(ALL, 0, "Seed for every random choice in the chain.")
+    run_root: str = key(ALL, "runs", "Folder holding runs/<profile>/; relative paths are from the repo root.")
+    figures_dir: str = key(ALL, "figures", "Where the notebooks save their figures (relative to the repo root).")
+    device: Literal["auto", "cpu", "cuda"] = key(ALL, "auto", "auto = CUDA when present, else CPU.")
 
-    # -- 00 data --------------------------------------------------------------------------------------------
-    data_source: str = stage(
-        "00_data", "packaged:seed",
+    # -- 00_data ---------------------------------------------------------------------------------------------
+    data_source: str = key(
+        DATA, "packaged:seed",
         "Where ED comes from: packaged:seed (data/seed), a folder or file in any ED form, or hf:<dataset id>.")
-    train_split: str = stage("00_data", "train", "Split used as seeds for generation and as ED training data.")
-    eval_split: str = stage("00_data", "test", "Split used for evaluation; falls back to 'valid' when absent.")
-    max_seed_records: int | None = stage("00_data", None, "Use only the first N training records (None = all).", ge=1)
+    train_split: str = key(DATA, "train", "Split used as seeds for generation and as ED training data.")
+    eval_split: str = key(DATA, "test", "Split used for evaluation; falls back to 'valid' when absent.")
+    max_seed_records: int | None = key(DATA, None, "Use only the first N training records (None = all).", ge=1)
 
     # -- models ---------------------------------------------------------------------------------------------
-    generator_model: str = stage("01_generate", PACKAGED_LM, "Generator LLM: packaged:..., a local path or a hub id.")
-    base_model: str = stage("04_finetune", PACKAGED_LM, "Vanilla LLM that the discriminator and every arm fine-tune.")
-    judge_model: str = stage("02_quality", PACKAGED_LM, "LLM judge for naturalness / coherence / empathy.")
-    embedder: str = stage("02_quality", PACKAGED_EMBEDDER, "sentence-transformers embedder for S and diversity.")
-    embedder_prompt_name: str | None = stage("02_quality", None, "prompt_name passed to the embedder (paper: query).")
+    generator_model: str = key(GEN, PACKAGED_LM, "Generator LLM: packaged:..., a local path or a hub id.")
+    base_model: str = key(SFT, PACKAGED_LM, "Vanilla LLM that the discriminator and every arm fine-tune.")
+    judge_model: str = key(JUDGED, PACKAGED_LM, "LLM judge for naturalness / coherence / empathy.")
+    embedder: str = key(EMBEDDED, PACKAGED_EMBEDDER, "sentence-transformers embedder for S and diversity.")
+    embedder_prompt_name: str | None = key(EMBEDDED, None, "prompt_name passed to the embedder (paper: query).")
 
-    # -- 01 generation --------------------------------------------------------------------------------------
-    gen_backend: Literal["transformers", "openai"] = stage("01_generate", "transformers", "Generation backend.")
-    gen_endpoints: list[str] = stage("01_generate", [], "OpenAI-compatible base URLs (round-robin) for gen_backend=openai.")
-    gen_max_seeds: int | None = stage("01_generate", None, "Generate from the first N seed records only (None = all).", ge=1)
-    passes: int = stage("01_generate", 1, "Full passes over the seed records (paper: 5).", ge=1)
-    temperature: float = stage("01_generate", 0.8, "Sampling temperature.", ge=0)
-    top_p: float = stage("01_generate", 0.9, "Nucleus sampling mass.", gt=0, le=1)
-    gen_max_new_tokens: int = stage("01_generate", 300, "Max new tokens per generated dialogue.", ge=1)
-    gen_batch_size: int = stage("01_generate", 16, "Prompts per batch in the transformers backend.", ge=1)
-    format_example: bool = stage("01_generate", False, "Add a one-shot format example to the prompt (off in paper).")
-    prefill: bool = stage("01_generate", False, "Prefill the reply with 'Round 1:\\nContext:' (off in paper).")
-    max_k: int = stage("01_generate", 3, "Turn sampling: k earlier rounds drawn from 1..max_k.", ge=1)
-    authors_target: Literal["next", "last"] = stage(
-        "01_generate", "next", "next = response of the round ending the prompt; last = the authors' script.")
+    # -- 01_generate ---------------------------------------------------------------------------------------
+    gen_backend: Literal["transformers", "openai"] = key(GEN, "transformers", "Generation backend.")
+    gen_endpoints: list[str] = key(GEN, [], "OpenAI-compatible base URLs (round-robin) for gen_backend=openai.")
+    gen_max_seeds: int | None = key(GEN, None, "Generate from the first N seed records only (None = all).", ge=1)
+    passes: int = key(GEN, 1, "Full passes over the seed records (paper: 5).", ge=1)
+    temperature: float = key(GEN, 0.8, "Sampling temperature.", ge=0)
+    top_p: float = key(GEN, 0.9, "Nucleus sampling mass.", gt=0, le=1)
+    gen_max_new_tokens: int = key(GEN, 300, "Max new tokens per generated dialogue.", ge=1)
+    gen_batch_size: int = key(IN_PROCESS, 16, "Prompts per batch in the transformers backend.", ge=1)
+    format_example: bool = key(GEN, False, "Add a one-shot format example to the prompt (off in paper).")
+    prefill: bool = key(GEN, False, "Prefill the reply with 'Round 1:\\nContext:' (off in paper).")
+    max_k: int = key(GEN, 3, "Turn sampling: k earlier rounds drawn from 1..max_k.", ge=1)
+    authors_target: Literal["next", "last"] = key(
+        GEN, "next", "next = response of the round ending the prompt; last = the authors' script.")
 
-    # -- 02 quality -----------------------------------------------------------------------------------------
-    threshold: float = stage("02_quality", 60.0, "Keep an example when S = 100*cos >= threshold (README 60, script 50).")
-    disc_checkpoint: str | None = stage("02_quality", None, "Use this discriminator instead of training one.")
-    disc_endpoints: list[str] = stage("02_quality", [], "OpenAI-compatible URLs serving disc_checkpoint (else in process).")
-    disc_temperature: float = stage("02_quality", 0.8, "Sampling temperature of the discriminator's answer.", ge=0)
-    disc_top_p: float = stage("02_quality", 0.9, "Nucleus mass of the discriminator's answer.", gt=0, le=1)
-    disc_max_new_tokens: int = stage("02_quality", 128, "Max new tokens of the discriminator's answer.", ge=1)
-    judge_endpoints: list[str] = stage("02_quality", [], "OpenAI-compatible URLs serving judge_model (else in process).")
-    judge_batch_size: int = stage("02_quality", 16, "Items per forward pass of the in-process judge.", ge=1)
-    sanity_pairs: int = stage("02_quality", 32, "Real and shuffled seed pairs in the judge's sanity panel.", ge=2)
+    # -- 02_quality -----------------------------------------------------------------------------------------
+    threshold: float = key(JUDGED, 60.0, "Keep an example when S = 100*cos >= threshold (README 60, script 50).")
+    disc_checkpoint: str | None = key(QUALITY, None, "Use this discriminator instead of training one.")
+    disc_endpoints: list[str] = key(QUALITY, [], "OpenAI-compatible URLs serving disc_checkpoint (else in process).")
+    disc_temperature: float = key(QUALITY, 0.8, "Sampling temperature of the discriminator's answer.", ge=0)
+    disc_top_p: float = key(QUALITY, 0.9, "Nucleus mass of the discriminator's answer.", gt=0, le=1)
+    disc_max_new_tokens: int = key(QUALITY, 128, "Max new tokens of the discriminator's answer.", ge=1)
+    judge_endpoints: list[str] = key(JUDGED, [], "OpenAI-compatible URLs serving judge_model (else in process).")
+    judge_batch_size: int = key(JUDGED, 16, "Items per forward pass of the in-process judge.", ge=1)
+    sanity_pairs: int = key(QUALITY, 32, "Real and shuffled seed pairs in the judge's sanity panel.", ge=2)
 
-    # -- 03 diversity ---------------------------------------------------------------------------------------
-    kcenter_ratio: float = stage("03_diversity", 0.9, "Share of the quality-kept set that K-Center-Greedy keeps.")
+    # -- 03_diversity --------------------------------------------------------------------------------------
+    kcenter_ratio: float = key(DIVERSE, 0.9, "Share of the quality-kept set that K-Center-Greedy keeps.")
 
-    # -- 04 fine-tuning -------------------------------------------------------------------------------------
-    arms: list[str] = stage("04_finetune", ["ed", "synth_empathy"], "Which comparison arms to train.")
-    quantization: Literal["4bit", "none"] = stage("04_finetune", "4bit", "4bit = QLoRA (nf4); none = plain LoRA.")
-    lora_r: int = stage("04_finetune", 8, "LoRA rank.", ge=1)
-    lora_alpha: int = stage("04_finetune", 32, "LoRA alpha.", ge=1)
-    lora_dropout: float = stage("04_finetune", 0.1, "LoRA dropout.", ge=0, lt=1)
-    learning_rate: float = stage("04_finetune", 1e-4, "Learning rate.", gt=0)
-    epochs: float = stage("04_finetune", 1.0, "Training epochs (ignored when max_steps is set).", gt=0)
-    max_steps: int | None = stage("04_finetune", None, "Stop after this many optimizer steps.", ge=1)
-    train_batch_size: int = stage("04_finetune", 4, "Examples per optimizer step.", ge=1)
-    max_length: int = stage("04_finetune", 512, "Max tokens per training example.", ge=16)
-    train_eval_records: int = stage("04_finetune", 32, "Evaluation records for the validation loss during training.",
-                                    ge=1)
+    # -- 04_finetune ---------------------------------------------------------------------------------------
+    arms: list[str] = key(ARMS, ["ed", "synth_empathy"], "Which comparison arms to train.")
+    quantization: Literal["4bit", "none"] = key(SFT, "4bit", "4bit = QLoRA (nf4); none = plain LoRA.")
+    lora_r: int = key(SFT, 8, "LoRA rank.", ge=1)
+    lora_alpha: int = key(SFT, 32, "LoRA alpha.", ge=1)
+    lora_dropout: float = key(SFT, 0.1, "LoRA dropout.", ge=0, lt=1)
+    learning_rate: float = key(SFT, 1e-4, "Learning rate.", gt=0)
+    epochs: float = key(SFT, 1.0, "Training epochs (ignored when max_steps is set).", gt=0)
+    max_steps: int | None = key(SFT, None, "Stop after this many optimizer steps.", ge=1)
+    train_batch_size: int = key(SFT, 4, "Examples per optimizer step.", ge=1)
+    max_length: int = key(SFT, 512, "Max tokens per training example.", ge=16)
+    train_eval_records: int = key(SFT, 32, "Evaluation records for the validation loss during training.", ge=1)
 
-    # -- 05 evaluation --------------------------------------------------------------------------------------
-    eval_max_new_tokens: int = stage("05_evaluate", 64, "Max new tokens per evaluated response.", ge=1)
-    max_eval_records: int | None = stage("05_evaluate", None, "Evaluate only the first N records.", ge=1)
-    sweep_thresholds: list[float] = stage("05_evaluate", [], "Quantity-quality sweep: thresholds T to retrain and evaluate.")
-    sweep_ratios: list[float] = stage("05_evaluate", [], "Quantity-quality sweep: K-center ratios to retrain and evaluate.")
-    bootstrap_resamples: int = stage("05_evaluate", 1000, "Bootstrap resamples for confidence intervals.", ge=10)
+    # -- 05_evaluate ---------------------------------------------------------------------------------------
+    eval_max_new_tokens: int = key(EVAL, 64, "Max new tokens per evaluated response.", ge=1)
+    max_eval_records: int | None = key(EVAL, None, "Evaluate only the first N records.", ge=1)
+    sweep_thresholds: list[float] = key(EVAL, [], "Quantity-quality sweep: thresholds T to retrain and evaluate.")
+    sweep_ratios: list[float] = key(EVAL, [], "Quantity-quality sweep: K-center ratios to retrain and evaluate.")
+    bootstrap_resamples: int = key(EVAL, 1000, "Bootstrap resamples for confidence intervals.", ge=10)
 
     @field_validator("threshold")
     @classmethod
@@ -132,14 +151,36 @@ class Config(BaseModel):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def stage_keys(self, stage_name: str) -> dict[str, Any]:
-        """The values of the keys belonging to one stage (and the run-wide seed)."""
-        keys = [k for k, f in Config.model_fields.items() if (f.json_schema_extra or {}).get("stage") == stage_name]
-        return {k: getattr(self, k) for k in ["seed", *keys]}
 
 
-def stage_of(key: str) -> str:
-    return (Config.model_fields[key].json_schema_extra or {})["stage"]
+def readers(name: str) -> list[str]:
+    """The stages that read config key `name`."""
+    return (Config.model_fields[name].json_schema_extra or {})["reads"]
+
+
+def keys_read_by(stage: str) -> list[str]:
+    return [k for k in Config.model_fields if stage in readers(k)]
+
+
+class StageConfig:
+    """A Config as one stage sees it: reading a key the stage does not declare in `reads` is an error.
+
+    This is what keeps the declarations true: the runner fingerprints a stage with exactly the keys it declares,
+    so a key read but not declared would let a changed value go unnoticed. Everything else is the Config's.
+    """
+
+    def __init__(self, cfg: Config, stage: str):
+        object.__setattr__(self, "_cfg", cfg)
+        object.__setattr__(self, "_stage", stage)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Config.model_fields and self._stage not in readers(name):
+            raise ConfigError(f"stage {self._stage} reads config key '{name}', which config.py declares read only "
+                              f"by {', '.join(readers(name))}: add {self._stage} to the key's reads")
+        return getattr(self._cfg, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a stage's config is read-only; pass overrides to the runner or open_stage")
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -211,10 +252,8 @@ def load_config(profile: str = "tiny", overrides: dict[str, Any] | list[str] | N
     return cfg
 
 
-def describe(cfg: Config, stage_name: str) -> list[dict[str, Any]]:
-    """Rows (key, value, meaning) of one stage's parameters, for the notebooks' parameter tables."""
-    rows = []
-    for key, field in Config.model_fields.items():
-        if (field.json_schema_extra or {}).get("stage") == stage_name:
-            rows.append({"key": key, "value": getattr(cfg, key), "meaning": field.description})
-    return rows
+def describe(cfg: Config, stage: str) -> list[dict[str, Any]]:
+    """Rows (key, value, meaning) of the keys one stage reads, run-wide ones last, for the notebooks' tables."""
+    own = [k for k in keys_read_by(stage) if k not in ALL_KEYS]
+    return [{"key": k, "value": getattr(cfg, k), "meaning": Config.model_fields[k].description}
+            for k in own + [k for k in ALL_KEYS if k not in NOT_FINGERPRINTED]]

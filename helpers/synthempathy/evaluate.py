@@ -1,8 +1,8 @@
-"""Stage 6 of the paper: does ED + selected synthetic data beat ED alone?
+"""05_evaluate, the paper's stage 6: does ED + selected synthetic data beat ED alone?
 
 Every model (the untuned base and every trained arm) answers every evaluation example greedily, with the
-dialogue history as the chat. The answers are scored with the authors' automatic metrics (metrics.py), the
-embedding cosine to the gold reply, and the LLM judge (judge.py); every figure gets a seeded 95% bootstrap
+dialogue history as the chat. The answers are scored with the authors' automatic metrics (lib/metrics.py), the
+embedding cosine to the gold reply, and the LLM judge (lib/judging.py); every figure gets a seeded 95% bootstrap
 interval, and `synth_empathy` minus `ed` a paired bootstrap on the same examples.
 """
 
@@ -13,13 +13,18 @@ import io
 
 import numpy as np
 
-from . import judge as judging
-from . import metrics as M
-from .backends import Request, Sampling, TransformersBackend
-from .finetune import chat, is_completed, model_identity
-from .generate import prompts
-from .models import Embedder
-from .store import JsonlCache, write_json, write_jsonl, write_text
+from .lib import bootstrap as B
+from .lib import judging, sft
+from .lib import metrics as M
+from .lib.backends import Request, Sampling, make_backend
+from .lib.dialogue import chat_pairs, prompts
+from .lib.embedding import Embedder, embedder
+from .lib.judging import CRITERIA
+from .lib.selection import select_diverse, select_quality
+from .lib.stage import Stage
+from .store import JsonlCache, read_json, write_json, write_jsonl, write_text
+
+STAGE = Stage("05_evaluate")
 
 BASE = "base"
 
@@ -29,7 +34,7 @@ def models_to_evaluate(cfg, store) -> dict[str, str]:
     out = {BASE: cfg.base_model}
     for arm in cfg.arms:
         folder = store.root / "04_finetune" / arm
-        if not is_completed(folder):
+        if not sft.is_completed(folder):
             raise FileNotFoundError(f"{folder}: arm {arm!r} is not trained; run stage 04_finetune first")
         out[arm] = str(folder)
     return out
@@ -43,10 +48,10 @@ def eval_records(cfg, store) -> list[dict]:
 def predict(cfg, store, name: str, spec: str, records: list[dict], progress: bool = True) -> list[dict]:
     """Greedy answers of one model to every evaluation example; cached, so a rerun generates nothing."""
     sampling = Sampling(0.0, 1.0, cfg.eval_max_new_tokens)
-    requests = [Request.make(model_identity(spec), [(m["role"], m["content"]) for m in chat(r["history"], prompts()["system"])],
-                             "", sampling, 0) for r in records]
+    requests = [Request.make(sft.model_identity(spec), chat_pairs(r["history"], prompts()["system"]), "", sampling, 0)
+                for r in records]
     cache = JsonlCache(store.work_dir("05_evaluate") / f"predictions.{name}.cache.jsonl")
-    TransformersBackend(spec, cfg.device, cfg.gen_batch_size).generate(requests, cache, progress, desc=f"answering: {name}")
+    make_backend(cfg, spec).generate(requests, cache, progress, desc=f"answering: {name}")
     rows = [{"id": r["id"], "history": r["history"], "gold": r["response"], "prediction": cache[q.key]["text"].strip()}
             for r, q in zip(records, requests)]
     write_jsonl(store.path("05_evaluate", f"predictions/{name}.jsonl"), rows)
@@ -57,39 +62,45 @@ def score_model(cfg, rows: list[dict], embedder: Embedder, judge, judge_cache, p
     """Every figure of one model with its bootstrap interval: {metric: [point, low, high]} plus raw per-example
     values for the paired comparisons."""
     preds, golds = [r["prediction"] for r in rows], [r["gold"] for r in rows]
-    figures = {k: list(v) for k, v in M.bootstrap_metrics(preds, golds, cfg.bootstrap_resamples, cfg.seed).items()}
+    figures = {k: list(v) for k, v in B.bootstrap_metrics(preds, golds, cfg.bootstrap_resamples, cfg.seed).items()}
     cosines = 100 * M.embedding_cosines(preds, golds, embedder.encode)
-    figures["embedding_cos"] = list(M.bootstrap_ci(cosines, cfg.bootstrap_resamples, cfg.seed))
+    figures["embedding_cos"] = list(B.bootstrap_ci(cosines, cfg.bootstrap_resamples, cfg.seed))
     judged = judging.score_items(judge, [{"id": r["id"], "history": r["history"], "response": r["prediction"]}
                                          for r in rows], judge_cache, progress)
     per_example = {"embedding_cos": cosines.tolist()}
-    for c in judging.CRITERIA:
+    for c in CRITERIA:
         per_example[c] = [j[c] for j in judged]
-        figures[c] = list(M.bootstrap_ci(per_example[c], cfg.bootstrap_resamples, cfg.seed))
+        figures[c] = list(B.bootstrap_ci(per_example[c], cfg.bootstrap_resamples, cfg.seed))
     return {"figures": figures, "per_example": per_example}
 
 
 def paired(cfg, rows_a, rows_b, scored_a, scored_b) -> dict:
     golds = [r["gold"] for r in rows_a]
-    out = M.paired_bootstrap([r["prediction"] for r in rows_a], [r["prediction"] for r in rows_b], golds,
+    out = B.paired_bootstrap([r["prediction"] for r in rows_a], [r["prediction"] for r in rows_b], golds,
                              cfg.bootstrap_resamples, cfg.seed)
     for k in scored_a["per_example"]:
-        out[k] = M.paired_bootstrap_values(scored_a["per_example"][k], scored_b["per_example"][k],
+        out[k] = B.paired_bootstrap_values(scored_a["per_example"][k], scored_b["per_example"][k],
                                            cfg.bootstrap_resamples, cfg.seed)
     return out
 
 
-FIGURE_ORDER = (*M.KEYS, "embedding_cos", *judging.CRITERIA)
+FIGURE_ORDER = (*M.KEYS, "embedding_cos", *CRITERIA)
+# How the figures are grouped in the results table and the results figure (one place for both).
+FAMILIES = {"BLEU": ["bleu1", "bleu2", "bleu3", "bleu4"], "ROUGE": ["rouge1", "rouge2", "rougeL"],
+            "diversity and overlap": ["dist1", "dist2", "f1", "length", "embedding_cos"],
+            "LLM judge (1..3)": list(CRITERIA)}
+# The bars share an axis per family, so the one figure not on the x100 scale (length, in tokens) stays off it.
+BAR_FAMILIES = {title: [k for k in keys if k != "length"] for title, keys in FAMILIES.items()}
 
 
 def run_stage(cfg, store, progress: bool = True) -> dict:
     models = models_to_evaluate(cfg, store)
     records = eval_records(cfg, store)
     predictions = {name: predict(cfg, store, name, spec, records, progress) for name, spec in models.items()}
-    embedder = Embedder(cfg.embedder, store.cache_dir, cfg.embedder_prompt_name, cfg.device)
+    emb = embedder(cfg, store)
     judge = judging.make_judge(cfg)
     judge_cache = JsonlCache(store.work_dir("05_evaluate") / "judge.cache.jsonl")
-    scored = {name: score_model(cfg, rows, embedder, judge, judge_cache, progress) for name, rows in predictions.items()}
+    scored = {name: score_model(cfg, rows, emb, judge, judge_cache, progress) for name, rows in predictions.items()}
     finetune_summary = _read_optional(store.root / "04_finetune" / "summary.json")
     results = {"profile": cfg.profile, "eval_examples": len(records), "seed": cfg.seed,
                "bootstrap_resamples": cfg.bootstrap_resamples, "arms": {}}
@@ -114,28 +125,27 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
 
     Reuses everything cached: the discriminator's scores, the embeddings, finished adapters and predictions.
     """
-    from . import diversity, finetune, quality
-
     points = [("threshold", t) for t in cfg.sweep_thresholds] + [("kcenter_ratio", r) for r in cfg.sweep_ratios]
     if not points:
         return []
     scored = store.read("02_quality", "scored.jsonl")
-    embedder = Embedder(cfg.embedder, store.cache_dir, cfg.embedder_prompt_name, cfg.device)
+    ed_records = store.read("00_data", "train.jsonl")
+    emb = embedder(cfg, store)
     records = eval_records(cfg, store)
     rows = []
     for param, value in points:
         sub = cfg.model_copy(update={param: value})
-        kept = quality.select(scored, sub.threshold)
-        chosen = diversity.select_diverse(kept, embedder, sub.kcenter_ratio, cfg.seed)[0] if kept else []
-        items, _ = finetune.training_items(cfg, store, chosen)
+        kept = select_quality(scored, sub.threshold)
+        chosen = select_diverse(kept, emb, sub.kcenter_ratio, cfg.seed)[0] if kept else []
+        items, _ = sft.training_items(ed_records, chosen, cfg.seed)
         name = f"sweep_{param}_{value:g}"
         folder = store.work_dir("05_evaluate") / "sweep" / name
-        finetune.train_lora(sub, items, folder, store.work_dir("05_evaluate") / "sweep" / f"{name}.ckpt",
+        sft.train_lora(sub, items, folder, store.work_dir("05_evaluate") / "sweep" / f"{name}.ckpt",
                             name=name)
         preds = predict(cfg, store, name, str(folder), records, progress)
         figures = M.automatic_metrics([p["prediction"] for p in preds], [p["gold"] for p in preds])
         figures["embedding_cos"] = 100 * float(M.embedding_cosines([p["prediction"] for p in preds],
-                                                                    [p["gold"] for p in preds], embedder.encode).mean())
+                                                                    [p["gold"] for p in preds], emb.encode).mean())
         rows.append({"param": param, "value": value, "synthetic": len(chosen), "train_examples": len(items),
                      **{k: round(v, 4) for k, v in figures.items()}})
     write_json(store.path("05_evaluate", "sweep.json"), rows)
@@ -143,8 +153,6 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
 
 
 def _read_optional(path) -> dict:
-    from .store import read_json
-
     return read_json(path) if path.exists() else {}
 
 
@@ -170,13 +178,10 @@ def write_results(store, results: dict) -> None:
 
 
 def results_markdown(results: dict) -> str:
-    groups = {"BLEU": ["bleu1", "bleu2", "bleu3", "bleu4"], "ROUGE": ["rouge1", "rouge2", "rougeL"],
-              "diversity and overlap": ["dist1", "dist2", "f1", "length", "embedding_cos"],
-              "LLM judge (1..3)": list(judging.CRITERIA)}
     lines = [f"# Results: profile `{results['profile']}`", "",
              f"{results['eval_examples']} evaluation examples; 95% bootstrap intervals over "
              f"{results['bootstrap_resamples']} resamples (seed {results['seed']}). Automatic figures x100.", ""]
-    for title, keys in groups.items():
+    for title, keys in FAMILIES.items():
         lines += [f"## {title}", "", "| arm | train examples | " + " | ".join(keys) + " |",
                   "|---|---|" + "---|" * len(keys)]
         for arm, r in results["arms"].items():

@@ -1,7 +1,7 @@
-"""Stages 1 and 2 of the paper: generate new multi-round empathetic dialogues from ED seeds, parse them into
-(context, response) rounds, and turn each dialogue into one training example (turn sampling).
+"""01_generate, the paper's stages 1 and 2: generate new multi-round empathetic dialogues from ED seeds, parse
+them into (context, response) rounds, and turn each dialogue into one training example (turn sampling).
 
-Generation goes through a backend (`backends.py`): in process with transformers, or any OpenAI-compatible
+Generation goes through a backend (`lib/backends.py`): in process with transformers, or any OpenAI-compatible
 endpoint. Every finished batch is appended to a cache keyed by a hash of what determines the output, so a
 killed run resumes where it stopped and ends with the same artifacts as an uninterrupted one.
 """
@@ -9,25 +9,21 @@ killed run resumes where it stopped and ends with the same artifacts as an unint
 from __future__ import annotations
 
 import difflib
+import logging
 import random
 import re
 from collections import Counter
-from functools import cache
-from pathlib import Path
 
-import yaml
+from .lib.backends import Request, Sampling, derived_seed, make_backend
+from .lib.dialogue import listener_prompt, prompts
+from .lib.stage import Stage
+from .store import JsonlCache, write_json, write_jsonl
 
-from .backends import Request, Sampling, derived_seed
-
-PROMPTS_FILE = Path(__file__).with_name("prompts.yaml")
-
-
-@cache
-def prompts() -> dict[str, str]:
-    return yaml.safe_load(PROMPTS_FILE.read_text(encoding="utf-8"))
+STAGE = Stage("01_generate")
+log = logging.getLogger(__name__)
 
 
-# -- stage 1: the request for one seed ------------------------------------------------------------------------
+# -- the request for one seed ------------------------------------------------------------------------
 
 def generation_messages(history: list[str] | tuple[str, ...], response: str, *, format_example: bool,
                         system: str | None = None) -> list[tuple[str, str]]:
@@ -59,7 +55,7 @@ def generation_requests(seeds: list[dict], cfg) -> list[tuple[dict, int, Request
     return out
 
 
-# -- stage 1: parsing the generator's output ------------------------------------------------------------------
+# -- parsing the generator's output ------------------------------------------------------------------
 
 LABEL = re.compile(
     r"""^\s*(?:[-*>#]+\s*)?(?:\d+[.)]\s*)?          # bullets, headings, "1." numbering
@@ -160,12 +156,7 @@ def parse_generation(raw: str, complete: bool, format_example: bool) -> tuple[li
     return pairs, "ok"
 
 
-# -- stage 2: turn sampling ---------------------------------------------------------------------------------
-
-def transcript(rounds: list[tuple[str, str]]) -> str:
-    p = prompts()
-    return "\n".join(p["transcript_turn"].format(context=c, response=r) for c, r in rounds)
-
+# -- turn sampling (the paper's stage 2) ---------------------------------------------------------------------------------
 
 def sample_example(rounds: list[tuple[str, str]], rng: random.Random, max_k: int = 3,
                    authors_target: str = "next") -> dict | None:
@@ -175,11 +166,9 @@ def sample_example(rounds: list[tuple[str, str]], rng: random.Random, max_k: int
     if len(rounds) < 2:
         return None
     k = rng.randint(1, min(max_k, len(rounds) - 1))
-    opening = prompts()["transcript_open"].format(context=rounds[k][0])
-    instruction = transcript(rounds[:k]) + "\n" + opening
+    history = [turn for pair in rounds[:k] for turn in pair] + [rounds[k][0]]
     output = rounds[k][1] if authors_target == "next" else rounds[-1][1]
-    history = [turn for pair in rounds[:k] for turn in pair] + [rounds[k][0]]  # the same turns, as a chat
-    return {"instruction": instruction, "output": output, "k": k, "history": history}
+    return {"instruction": listener_prompt(history), "output": output, "k": k, "history": history}
 
 
 def build_examples(generations: list[dict], seed: int, max_k: int, authors_target: str) -> list[dict]:
@@ -193,19 +182,26 @@ def build_examples(generations: list[dict], seed: int, max_k: int, authors_targe
     return examples
 
 
+def generator(cfg):
+    """The generator on the profile's backend: in process, or the OpenAI-compatible endpoints."""
+    if cfg.gen_backend != "openai":
+        return make_backend(cfg, cfg.generator_model)
+    if cfg.prefill:
+        log.warning("prefill with gen_backend=openai needs an endpoint that continues a final assistant message "
+                    "(vLLM's continue_final_message); llama.cpp's server starts a new reply instead")
+    return make_backend(cfg, cfg.generator_model, cfg.gen_endpoints)
+
+
 # -- the stage --------------------------------------------------------------------------------------------------
 
 def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
     """Generate, parse and sample; write generations.jsonl, examples.jsonl and summary.json."""
-    from .backends import make_backend
-    from .store import JsonlCache, write_json, write_jsonl
-
     seeds = store.read("00_data", "train.jsonl")
     if cfg.gen_max_seeds:
         seeds = seeds[: cfg.gen_max_seeds]
     planned = generation_requests(seeds, cfg)
     cache_file = JsonlCache(store.work_dir("01_generate") / "generations.cache.jsonl")
-    backend = backend or make_backend(cfg, cfg.generator_model)
+    backend = backend or generator(cfg)
     stats = backend.generate([r for _, _, r in planned], cache_file, progress=progress, desc="generating")
 
     generations = []

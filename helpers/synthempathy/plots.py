@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # headless under papermill and CI; Jupyter's inline backe
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .store import STAGES  # noqa: E402
+
 sns.set_theme(style="whitegrid", context="notebook")
 PNG_META = {"Software": None}  # no version string in the file: the same run gives the same bytes
 
@@ -144,16 +146,13 @@ def loss_curves(logs: dict[str, list[dict]], title: str, path: str | Path):
     return save(fig, path)
 
 
-def results_bars(results: dict, title: str, path: str | Path):
-    """Grouped bars with 95% intervals per metric family, one bar per arm (notebook 05)."""
+def results_bars(results: dict, families: dict[str, list[str]], title: str, path: str | Path):
+    """Grouped bars with 95% intervals per metric family ({title: figure keys}), one bar per arm (notebook 05)."""
     import numpy as np
 
-    families = {"BLEU-1..4": ["bleu1", "bleu2", "bleu3", "bleu4"], "ROUGE-1/2/L": ["rouge1", "rouge2", "rougeL"],
-                "Dist-1/2, F1, emb. cos": ["dist1", "dist2", "f1", "embedding_cos"],
-                "LLM judge (1..3)": ["naturalness", "coherence", "empathy"]}
     arms = list(results["arms"])
     palette = sns.color_palette("deep", len(arms))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5))
+    fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 4.5))
     width = 0.8 / len(arms)
     for ax, (fam, keys) in zip(axes, families.items()):
         x = np.arange(len(keys))
@@ -195,13 +194,13 @@ def sweep_tradeoff(rows: list[dict], title: str, path: str | Path, keys=("bleu2"
     return save(fig, path)
 
 
-PIPELINE = [  # (notebook, box title, what it does, what it writes)
-    ("00", "ED seed data", "dialogues D\n(tiny: data/seed)", "train / eval JSONL"),
-    ("01", "generate", "LLM writes new rounds\nfrom each seed; parse;\nsample k turns", "examples D_s"),
-    ("02", "quality", "M_D = base + LoRA on ED\nanswers each prompt;\nkeep S = 100 cos >= T", "D_q  (+ judge scores)"),
-    ("03", "diversity", "K-Center-Greedy in\nembedding space\n(ratio r of D_q)", "D_a kept, D_d rest"),
-    ("04", "fine-tune", "4-bit QLoRA arms:\ned  vs  ed + D_a", "LoRA adapters"),
-    ("05", "evaluate", "BLEU, Dist, ROUGE, F1,\nembedding cos, judge;\npaired bootstrap", "results table"),
+PIPELINE = [  # (box title, what it does, what it writes), one per stage of store.STAGES, in order
+    ("ED seed data", "dialogues D\n(tiny: data/seed)", "train / eval JSONL"),
+    ("generate", "LLM writes new rounds\nfrom each seed; parse;\nsample k turns", "examples D_s"),
+    ("quality", "M_D = base + LoRA on ED\nanswers each prompt;\nkeep S = 100 cos >= T", "D_q  (+ judge scores)"),
+    ("diversity", "K-Center-Greedy in\nembedding space\n(ratio r of D_q)", "D_a kept, D_d rest"),
+    ("fine-tune", "4-bit QLoRA arms:\ned  vs  ed + D_a", "LoRA adapters"),
+    ("evaluate", "BLEU, Dist, ROUGE, F1,\nembedding cos, judge;\npaired bootstrap", "results table"),
 ]
 
 
@@ -213,10 +212,10 @@ def pipeline(path: str | Path):
     ax.set(xlim=(0, len(PIPELINE) * 2.5), ylim=(0, 3.4))
     ax.axis("off")
     colours = ["#8c8c8c", "#4C72B0", "#C44E52", "#55A868", "#8172B2", "#CCB974"]
-    for i, ((nb, title, body, out), colour) in enumerate(zip(PIPELINE, colours)):
+    for i, (stage, (title, body, out), colour) in enumerate(zip(STAGES, PIPELINE, colours, strict=True)):
         x = i * 2.5 + 0.15
         ax.add_patch(FancyBboxPatch((x, 0.9), 2.0, 2.2, boxstyle="round,pad=0.05", fc="white", ec=colour, lw=2))
-        ax.text(x + 1.0, 2.8, f"{nb}  {title}", ha="center", va="center", weight="bold", color=colour, fontsize=12)
+        ax.text(x + 1.0, 2.8, f"{stage[:2]}  {title}", ha="center", va="center", weight="bold", color=colour, fontsize=12)
         ax.text(x + 1.0, 1.75, body, ha="center", va="center", fontsize=9.5, linespacing=1.4)
         ax.text(x + 1.0, 0.45, out, ha="center", va="center", fontsize=9, style="italic", color="#444444")
         if i:

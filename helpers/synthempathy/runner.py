@@ -1,82 +1,39 @@
 """Run the numbered notebooks in order with papermill, skipping stages that are up to date.
 
-A stage is up to date when the manifest holds it with the same fingerprint: the config keys it reads, the
-outputs of every earlier stage, its notebook and the helper package's source. Executed notebooks are kept
-in runs/<profile>/notebooks/ so a failed cell can be read where it failed.
+A stage is up to date when the manifest holds it with the same fingerprint: the config keys it reads (as
+config.py declares them), the outputs of every earlier stage, its notebook and the helper package's source.
+Executed notebooks are kept in runs/<profile>/notebooks/ so a failed cell can be read where it failed.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, Config, load_config, parse_override, profile_path
-from .store import STAGES, RunStore, hash_file, hash_obj, package_versions
+from .config import (
+    NOT_FINGERPRINTED,
+    REPO_ROOT,
+    Config,
+    keys_read_by,
+    load_config,
+    parse_override,
+    profile_path,
+)
+from .store import STAGES, RunStore, hash_file, hash_obj, package_versions, write_text
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PACKAGE_DIR = Path(__file__).resolve().parent
-
-# Which config sections each stage reads (besides its own and the run-wide ones). The discriminator of
-# stage 02 is trained with the fine-tuning settings; evaluation uses the judge and embedder of stage 02.
-READS = {
-    "00_data": ["00_data"],
-    "01_generate": ["01_generate"],
-    "02_quality": ["02_quality", "04_finetune"],
-    "03_diversity": ["02_quality", "03_diversity"],
-    "04_finetune": ["04_finetune"],
-    "05_evaluate": ["02_quality", "04_finetune", "05_evaluate"],
-}
-NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir"}
 
 
 class StageFailed(RuntimeError):
     pass
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def open_stage(stage: str, profile: str = "tiny", overrides: dict[str, Any] | None = None) -> tuple[Config, RunStore]:
-    """What every notebook does first: resolve the config, seed everything, open the stage's folder."""
-    _check_parameters(stage, profile, overrides)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-    cfg = load_config(profile, overrides)
-    seed_everything(cfg.seed)
-    store = RunStore(cfg.run_dir)
-    store.stage_dir(stage)
-    return cfg, store
-
-
-def _check_parameters(stage: str, profile, overrides) -> None:
-    """The notebook's tagged parameters, as papermill or a user set them: a clear error instead of a deep one."""
-    from .config import ConfigError
-
-    where = f"notebooks/{stage}.ipynb, parameters cell"
-    if not isinstance(profile, str):
-        raise ConfigError(f"{where}: `profile` must be a profile name or a .yaml path (a string), "
-                          f"got {type(profile).__name__} {profile!r}")
-    if overrides is not None and not isinstance(overrides, (dict, list)):
-        raise ConfigError(f"{where}: `overrides` must be a dict of key: value (e.g. {{\"max_steps\": 3}}) or a "
-                          f"list of \"key=value\" strings, got {type(overrides).__name__} {overrides!r}")
-
-
 def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for section in ["run", *READS[stage]]:
-        values.update(cfg.stage_keys(section))
-    return {k: v for k, v in values.items() if k not in NOT_FINGERPRINTED}
+    """The values of the keys the stage reads (config.py declares them), except where the run goes."""
+    return {k: getattr(cfg, k) for k in keys_read_by(stage) if k not in NOT_FINGERPRINTED}
 
 
 def code_fingerprint() -> str:
@@ -162,8 +119,6 @@ def render_report(store: RunStore, figures: Path) -> Path:
 
     import mistune
     from nbconvert import HTMLExporter
-
-    from .store import write_text
 
     report = store.root / "report"
     (report / "figures").mkdir(parents=True, exist_ok=True)

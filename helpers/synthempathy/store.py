@@ -4,6 +4,9 @@ Stages talk to each other only through these files. Writes are atomic (temp file
 never leaves half a file where a finished one is expected. Resumable work (caches, checkpoints) goes to
 <stage>/_work/, which the fingerprint of a stage's outputs ignores. `manifest.json` records the config,
 package versions, per-stage fingerprints, outputs and timings.
+
+(Over 300 lines on purpose: it is the one place where a run's files are written, read, hashed and cached, so
+that no other module opens a run file its own way.)
 """
 
 from __future__ import annotations
@@ -19,7 +22,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-STAGES = ("00_data", "01_generate", "02_quality", "03_diversity", "04_finetune", "05_evaluate")
+# The chain's stages, numbered as their notebooks and run folders are, each beside the stage of the paper it runs
+# (../shared/PAPER.md, "Pipeline"). The one list of stages: everything else reads it from here.
+PAPER_STAGES = {
+    "00_data": "the seed data: EmpatheticDialogues",
+    "01_generate": "paper stages 1-2: generation and turn sampling",
+    "02_quality": "paper stage 3: quality selection (M_D, S >= T) and the LLM judge",
+    "03_diversity": "paper stage 4: diversity selection (K-Center-Greedy)",
+    "04_finetune": "paper stage 5: fine-tuning the arms",
+    "05_evaluate": "paper stage 6: evaluation",
+}
+STAGES = tuple(PAPER_STAGES)
 WORK = "_work"
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "sentence-transformers",
                     "datasets", "umap-learn", "nltk", "rouge-score", "papermill", "numpy")
@@ -87,23 +100,47 @@ class ArtifactError(ValueError):
     """A file that a stage wrote (or should have written) is corrupt, edited badly, or of the wrong shape."""
 
 
+class JsonlLineError(ValueError):
+    """A line of a JSON-lines file that cannot be read; the message names the file and the line."""
+
+    def __init__(self, path: str | os.PathLike, line: int, problem: str):
+        self.path, self.line, self.problem = str(path), line, problem
+        super().__init__(f"{path}: line {line}: {problem}")
+
+
+def jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON-lines file: the one reader of the package.
+
+    Blank lines are skipped but counted, so the numbers are an editor's. A line that is not UTF-8 or not JSON
+    raises JsonlLineError; callers that know what the file is add what to do about it.
+    """
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise JsonlLineError(path, n, f"not UTF-8 text (byte {raw[e.start]:#x} at column {e.start + 1}); "
+                                              "re-save the file as UTF-8") from None
+            if not text.strip():
+                continue
+            try:
+                yield n, json.loads(text)
+            except json.JSONDecodeError as e:
+                raise JsonlLineError(path, n, f"not valid JSON ({e.msg} at column {e.colno}; a truncated line?)") from None
+
+
 def read_jsonl(path: str | os.PathLike, require: Sequence[str] = ()) -> list[dict]:
     """A finished artifact: every line must parse and carry the `require`d fields; errors name file, line, field."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ArtifactError(f"{path}: line {n}: not valid JSON ({e.msg}); the artifact is corrupt, "
-                                    "delete it and rerun its stage") from None
+    try:
+        for n, row in jsonl_lines(path):
             missing = [k for k in require if not isinstance(row, dict) or k not in row]
             if missing:
                 raise ArtifactError(f"{path}: line {n}: field '{missing[0]}' is missing (a record needs "
                                     f"{', '.join(require)}); delete the file and rerun its stage")
             rows.append(row)
+    except JsonlLineError as e:
+        raise ArtifactError(f"{e}; the artifact is corrupt, delete it and rerun its stage") from None
     return rows
 
 

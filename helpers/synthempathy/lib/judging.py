@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .generate import prompts
-from .store import JsonlCache, hash_obj
+from ..store import JsonlCache, hash_obj
+from .backends import OpenAIBackend, TransformersBackend, make_backend
+from .dialogue import prompts, transcript
+from .prefix import common_prefix_len, shared_prefix_batch
 
 CRITERIA = ("naturalness", "coherence", "empathy")
 LABELS = ("1", "2", "3")
@@ -24,8 +26,7 @@ LABELS = ("1", "2", "3")
 
 def judge_messages(history: Sequence[str], response: str, criterion: str) -> list[dict]:
     p = prompts()["judge"]
-    turns = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {t}" for i, t in enumerate(history))
-    user = p["template"].format(history=turns, response=response, criterion=criterion, rubric=p["criteria"][criterion])
+    user = p["template"].format(history=transcript(history), response=response, criterion=criterion, rubric=p["criteria"][criterion])
     return [{"role": "system", "content": prompts()["system"]}, {"role": "user", "content": user}]
 
 
@@ -48,11 +49,9 @@ class InProcessJudge:
     The three criteria of one reply share everything up to the rubric (instruction, dialogue, reply): that
     shared prefix is encoded once and its KV cache reused for the three rubrics (bench/profile_stage.py)."""
 
-    def __init__(self, model_spec: str, device: str = "auto", batch_size: int = 16):
-        from .models import load_lm
-
-        self.model, self.tok = load_lm(model_spec, device)
-        self.spec, self.batch_size = model_spec, batch_size
+    def __init__(self, backend: TransformersBackend, batch_size: int = 16):
+        self.backend, self.spec, self.batch_size = backend, backend.model_spec, batch_size
+        self.tok = backend.tokenizer
         self.label_ids = [self._single_token(label) for label in LABELS]
 
     def _single_token(self, label: str) -> int:
@@ -60,6 +59,10 @@ class InProcessJudge:
         if len(ids) != 1:
             raise ValueError(f"judge {self.spec}: the label {label!r} is not one token ({ids}); cannot read its probability")
         return ids[0]
+
+    @property
+    def model(self):
+        return self.backend.model
 
     def label_logits(self, messages_batch: list[list[dict]]) -> list[list[float]]:
         texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_batch]
@@ -72,8 +75,6 @@ class InProcessJudge:
     def _group_logits(self, ids: list[list[int]]) -> list[list[float]]:
         import torch
 
-        from .backends import shared_prefix_batch
-
         with torch.inference_mode():
             input_ids, mask, shared, cache = shared_prefix_batch(self.model, ids, self.tok.pad_token_id)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` derives itself; a forward call does not
@@ -84,8 +85,6 @@ class InProcessJudge:
 
 def _prefix_groups(ids: list[list[int]]) -> list[list[int]]:
     """Consecutive prompts that share at least half of the first one's tokens (one reply's three criteria)."""
-    from .backends import common_prefix_len
-
     groups: list[list[int]] = []
     for i, x in enumerate(ids):
         if groups and common_prefix_len([ids[groups[-1][0]], x]) * 2 >= len(ids[groups[-1][0]]):
@@ -160,35 +159,31 @@ def separation(real: list[float], shuffled: list[float]) -> float:
 
 
 def make_judge(cfg):
-    if cfg.judge_endpoints:
-        from .backends import OpenAIBackend
+    """The judge of the profile, on the one backend the config names (endpoints, or in process)."""
+    backend = make_backend(cfg, cfg.judge_model, cfg.judge_endpoints or None)
+    if isinstance(backend, OpenAIBackend):
+        return EndpointJudge(backend)
+    return InProcessJudge(backend, cfg.judge_batch_size)
 
-        return EndpointJudge(OpenAIBackend(cfg.judge_endpoints, cfg.judge_model))
-    return InProcessJudge(cfg.judge_model, cfg.device, cfg.judge_batch_size)
+
+def sanity_summary(rows: list[dict], panel: list[dict]) -> dict:
+    """Per criterion: mean score of all judged rows and of the selected ones, of the panel's real and shuffled
+    halves, and how well the judge separates those halves."""
+    n = len(panel) // 2
+    return {c: {"all": _mean(r[c] for r in rows), "selected": _mean(r[c] for r in rows if r["selected"]),
+                "sanity_real": _mean(r[c] for r in panel[:n]), "sanity_shuffled": _mean(r[c] for r in panel[n:]),
+                "sanity_separation": round(separation([r[c] for r in panel[:n]], [r[c] for r in panel[n:]]), 3)}
+            for c in CRITERIA}
 
 
-def run_stage(cfg, store, progress: bool = True) -> dict:
-    """Judge every scored synthetic example (selected or not) and the sanity panel; write judge*.jsonl."""
-    from .store import write_json, write_jsonl
-
-    scored = store.read("02_quality", "scored.jsonl")
-    kept = {r["id"] for r in store.read("02_quality", "selected.jsonl")}
-    seeds = store.read("00_data", "train.jsonl")
-    judge = make_judge(cfg)
-    cache = JsonlCache(store.work_dir("02_quality") / "judge.cache.jsonl")
-    items = [{"id": r["id"], "history": r["history"], "response": r["output"]} for r in scored]
-    rows = [{**row, "selected": row["id"] in kept} for row in score_items(judge, items, cache, progress)]
-    real, fake = shuffled_pairs(seeds, cfg.sanity_pairs, cfg.seed)
-    panel = score_items(judge, real + fake, cache, progress)
-    write_jsonl(store.path("02_quality", "judge.jsonl"), rows)
-    write_jsonl(store.path("02_quality", "judge_sanity.jsonl"), panel)
-    n = len(real)
-    summary = {c: {"all": _mean(r[c] for r in rows), "selected": _mean(r[c] for r in rows if r["selected"]),
-                   "sanity_real": _mean(r[c] for r in panel[:n]), "sanity_shuffled": _mean(r[c] for r in panel[n:]),
-                   "sanity_separation": round(separation([r[c] for r in panel[:n]], [r[c] for r in panel[n:]]), 3)}
-               for c in CRITERIA}
-    write_json(store.path("02_quality", "judge_summary.json"), summary)
-    return summary
+def sanity_verdict(summary: dict, judge_model: str) -> str:
+    """What the sanity panel says about how far the judge's scores can be trusted."""
+    best = max(CRITERIA, key=lambda c: summary[c]["sanity_separation"])
+    sep = summary[best]["sanity_separation"]
+    verdict = ("separates real from shuffled replies clearly" if sep >= 0.7 else
+               "separates them only weakly" if sep >= 0.6 else "does not separate them better than chance")
+    return (f"At this scale the judge ({judge_model}) {verdict}: best separation {sep:.2f} ({best}). "
+            "Read its scores of the synthetic data with that in mind.")
 
 
 def _mean(values) -> float | None:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .store import JsonlCache, hash_obj
+from ..store import JsonlCache, hash_obj
+from .prefix import shared_prefix_batch
 
 log = logging.getLogger(__name__)
 
@@ -149,49 +150,6 @@ class TransformersBackend:
         return rows
 
 
-MIN_SHARED_PREFIX = 16
-
-
-def shared_prefix_layout(ids: list[list[int]], pad_id: int, min_shared: int = MIN_SHARED_PREFIX):
-    """Token rows laid out as [shared prefix, padding, own suffix], their attention masks, and the prefix length.
-
-    Padding sits between prefix and suffix, so the prefix's KV cache can be computed once for the batch
-    (shared_prefix_batch). The mask hides the padding and the position ids, taken from the mask's running sum (as
-    `generate` does, or as the caller passes them), continue the prefix, so every row sees exactly its own
-    prompt. Each row keeps >= 1 token after the prefix; below `min_shared` shared tokens, or for a single row,
-    this is plain left padding (prefix length 0)."""
-    shared = min(common_prefix_len(ids), min(map(len, ids)) - 1)
-    if len(ids) < 2 or shared < min_shared:
-        shared = 0
-    width = max(map(len, ids)) - shared
-    rows = [x[:shared] + [pad_id] * (width - len(x) + shared) + x[shared:] for x in ids]
-    masks = [[1] * shared + [0] * (width - len(x) + shared) + [1] * (len(x) - shared) for x in ids]
-    return rows, masks, shared
-
-
-def shared_prefix_batch(model, ids: list[list[int]], pad_id: int):
-    """A batch ready for the model: (input_ids, attention mask, shared prefix length, the prefix's KV cache or
-    None). The prefix is encoded once, on one row, and its cache repeated for the batch."""
-    import torch
-
-    rows, masks, shared = shared_prefix_layout(ids, pad_id)
-    input_ids = torch.tensor(rows, device=model.device)
-    mask = torch.tensor(masks, device=model.device)
-    if not shared:
-        return input_ids, mask, 0, None
-    cache = model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
-    cache.batch_repeat_interleave(len(ids))
-    return input_ids, mask, shared, cache
-
-
-def common_prefix_len(seqs: list[list[int]]) -> int:
-    n = min(map(len, seqs))
-    for i in range(n):
-        if any(x[i] != seqs[0][i] for x in seqs):
-            return i
-    return n
-
-
 def _as_list(x) -> list:
     return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
 
@@ -309,10 +267,9 @@ class OpenAIBackend:
                 "tokens_per_s": round(tokens[0] / seconds, 2) if seconds > 0 else None}
 
 
-def make_backend(cfg, model_spec: str):
-    if cfg.gen_backend == "openai":
-        if cfg.prefill:
-            log.warning("prefill with gen_backend=openai needs an endpoint that continues a final assistant message "
-                        "(vLLM's continue_final_message); llama.cpp's server starts a new reply instead")
-        return OpenAIBackend(cfg.gen_endpoints, model_spec)
+def make_backend(cfg, model_spec: str, endpoints: Sequence[str] | None = None):
+    """The one way a stage gets a model that answers chats: the OpenAI-compatible `endpoints` when given
+    (round-robin, failover), else the model in this process on `cfg.device`, `cfg.gen_batch_size` per batch."""
+    if endpoints is not None:
+        return OpenAIBackend(endpoints, model_spec)
     return TransformersBackend(model_spec, cfg.device, cfg.gen_batch_size)

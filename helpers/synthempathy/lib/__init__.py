@@ -1,0 +1,19 @@
+"""The library of the reproduction: every concept the stages share, one module each.
+
+Nothing here imports a stage module (data, generate, quality, diversity, finetune, evaluate); the library
+builds only on the config schema and the artifact store.
+
+- dialogue:      the prompt file (prompts.yaml), chat messages, Speaker/Listener transcripts
+- backends:      a model that answers chats, in process or at OpenAI-compatible endpoints (`make_backend`)
+- prefix:        batches whose shared prompt prefix is encoded once
+- models:        model specs (packaged, local, hub) -> tokenizers and causal LMs
+- embedding:     the cached sentence embedder (`embedder(cfg, store)`)
+- sft:           LoRA / QLoRA supervised fine-tuning, resumable, and what an adapter is trained on
+- judging:       the LLM judge's expected 1..3 scores, and its sanity panel
+- selection:     the paper's two filters: S = 100 cos >= T, and K-Center-Greedy over D_q
+- kcenter:       the exact fast K-Center-Greedy kernel and its coverage radius
+- set_diversity: how spread out a set is in embedding space
+- ed, ed_record, ed_rows: EmpatheticDialogues in every form it comes in
+- tokens, metrics, bootstrap: the authors' automatic metrics and their confidence intervals
+- stage:         what opening a stage means (config as the stage sees it, seeds, run folder)
+"""
