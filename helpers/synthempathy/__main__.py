@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--profile", default="tiny")
     show.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
 
+    fid = sub.add_parser("fidelity", help="print, for every switch, the authors' value, the profile's, and whether they match")
+    fid.add_argument("--profile", action="append", default=[], help="a profile (repeat for several; default tiny)")
+    fid.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    fid.add_argument("--markdown", action="store_true", help="one markdown table across the profiles (README)")
+
     met = sub.add_parser("metrics", help="score a predictions file with the authors' metric protocol (JSON out)")
     met.add_argument("--predictions", required=True, help="JSON lines with a prediction (and gold) per line")
     met.add_argument("--references", default=None, help="separate JSON lines of golds (by id, else by line)")
@@ -42,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             print(json.dumps({k: round(v, 4) for k, v in scores.items()}, indent=2))
+        elif args.command == "fidelity":
+            from .lib import fidelity
+
+            rows = {p: fidelity.table(load_config(p, args.param)) for p in args.profile or ["tiny"]}
+            if args.markdown:
+                print(fidelity.markdown(rows))
+            else:
+                print("\n\n".join(fidelity.render(r, p) for p, r in rows.items()))
         elif args.command == "config":
             print(json.dumps(load_config(args.profile, args.param).model_dump(), indent=2))
         elif args.command == "run":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .store import STAGES
 
@@ -38,6 +38,7 @@ JUDGED = ("02_quality", "05_evaluate")  # the judge (and the threshold, which th
 EMBEDDED = ("02_quality", "03_diversity", "05_evaluate")  # the embedder
 DIVERSE = ("03_diversity", "05_evaluate")  # the K-center ratio (the sweep varies it)
 ARMS = ("04_finetune", "05_evaluate")  # which arms are trained, and evaluated
+AUTHORED = ("01_generate", "02_quality", "05_evaluate")  # every stage with a switch that can take the authors' texts
 ALL_KEYS = ("profile", "seed", "run_root", "figures_dir", "device")
 NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir"}  # where a run goes, not what it computes
 
@@ -67,6 +68,10 @@ class Config(BaseModel):
     train_split: str = key(DATA, "train", "Split used as seeds for generation and as ED training data.")
     eval_split: str = key(DATA, "test", "Split used for evaluation; falls back to 'valid' when absent.")
     max_seed_records: int | None = key(DATA, None, "Use only the first N training records (None = all).", ge=1)
+    eval_source: str | None = key(DATA, None, "Evaluate on this source instead of data_source's eval split: e.g. the "
+                                  "authors' preprocessed ED test file (any ED form load_ed reads).")
+    authors_source: str = key(AUTHORED, "github", "Where the authors' exact texts come from when a switch asks for them: "
+                              "github (their scripts at the pinned commit, checksummed, cached) or a local clone.")
 
     # -- models ---------------------------------------------------------------------------------------------
     generator_model: str = key(GEN, PACKAGED_LM, "Generator LLM: packaged:..., a local path or a hub id.")
@@ -84,8 +89,14 @@ class Config(BaseModel):
     top_p: float = key(GEN, 0.9, "Nucleus sampling mass.", gt=0, le=1)
     gen_max_new_tokens: int = key(GEN, 300, "Max new tokens per generated dialogue.", ge=1)
     gen_batch_size: int = key(IN_PROCESS, 16, "Prompts per batch in the transformers backend.", ge=1)
+    gen_prompt: Literal["project", "authors"] = key(GEN, "project", "authors = their instruction text exactly, one "
+                                                    "user message, no system prompt, no assistant header (their script).")
     format_example: bool = key(GEN, False, "Add a one-shot format example to the prompt (off in paper).")
     prefill: bool = key(GEN, False, "Prefill the reply with 'Round 1:\\nContext:' (off in paper).")
+    parser: Literal["tolerant", "authors"] = key(GEN, "tolerant", "Round parser: tolerant (labels, markdown, quotes) "
+                                                 "or authors (their Context/Response pattern, a cut-off last reply kept).")
+    turn_sampling: Literal["uniform", "authors"] = key(GEN, "uniform", "k law: uniform in 1..min(max_k, rounds-1), "
+                                                       "or authors: min(randint(1, max_k), rounds-1), one-round kept (k=0).")
     max_k: int = key(GEN, 3, "Turn sampling: k earlier rounds drawn from 1..max_k.", ge=1)
     authors_target: Literal["next", "last"] = key(
         GEN, "next", "next = response of the round ending the prompt; last = the authors' script.")
@@ -93,16 +104,27 @@ class Config(BaseModel):
     # -- 02_quality -----------------------------------------------------------------------------------------
     threshold: float = key(JUDGED, 60.0, "Keep an example when S = 100*cos >= threshold (README 60, script 50).")
     disc_checkpoint: str | None = key(QUALITY, None, "Use this discriminator instead of training one.")
+    disc_input: Literal["chat", "authors"] = key(QUALITY, "chat", "M_D's input: chat turns (and then M_D is the ed arm), "
+                                                 "or authors: the Speaker/Listener transcript as one user message, "
+                                                 "M_D trained on ED in that form.")
+    similarity_cut: Literal["exact", "authors"] = key(JUDGED, "exact", "exact: keep S >= T; authors: int(S) >= T "
+                                                      "(their script truncates S first).")
     disc_endpoints: list[str] = key(QUALITY, [], "OpenAI-compatible URLs serving disc_checkpoint (else in process).")
     disc_temperature: float = key(QUALITY, 0.8, "Sampling temperature of the discriminator's answer.", ge=0)
     disc_top_p: float = key(QUALITY, 0.9, "Nucleus mass of the discriminator's answer.", gt=0, le=1)
     disc_max_new_tokens: int = key(QUALITY, 128, "Max new tokens of the discriminator's answer.", ge=1)
+    judge_prompt: Literal["project", "authors"] = key(JUDGED, "project", "authors = their three messages exactly "
+                                                      "(system, rubric, history/response form), and their sampled text "
+                                                      "answer recorded beside the expected score.")
     judge_endpoints: list[str] = key(JUDGED, [], "OpenAI-compatible URLs serving judge_model (else in process).")
     judge_batch_size: int = key(JUDGED, 16, "Items per forward pass of the in-process judge.", ge=1)
     sanity_pairs: int = key(QUALITY, 32, "Real and shuffled seed pairs in the judge's sanity panel.", ge=2)
 
     # -- 03_diversity --------------------------------------------------------------------------------------
     kcenter_ratio: float = key(DIVERSE, 0.9, "Share of the quality-kept set that K-Center-Greedy keeps.")
+    kcenter_bookkeeping: Literal["project", "authors"] = key(DIVERSE, "project", "project: the random first centre is "
+                                                             "kept, round(ratio x n); authors: it is not, floor(ratio x n) "
+                                                             "after it.")
 
     # -- 04_finetune ---------------------------------------------------------------------------------------
     arms: list[str] = key(ARMS, ["ed", "synth_empathy"], "Which comparison arms to train.")
@@ -115,6 +137,9 @@ class Config(BaseModel):
     max_steps: int | None = key(SFT, None, "Stop after this many optimizer steps.", ge=1)
     train_batch_size: int = key(SFT, 4, "Examples per optimizer step.", ge=1)
     max_length: int = key(SFT, 512, "Max tokens per training example.", ge=16)
+    prompt_format: Literal["chat", "authors"] = key(SFT, "chat", "How the arms see a dialogue in training and "
+                                                    "evaluation: chat turns after the system prompt, or authors: one user "
+                                                    "message with the Speaker/Listener transcript, no system prompt.")
     train_eval_records: int = key(SFT, 32, "Evaluation records for the validation loss during training.", ge=1)
 
     # -- 05_evaluate ---------------------------------------------------------------------------------------
@@ -123,6 +148,13 @@ class Config(BaseModel):
     sweep_thresholds: list[float] = key(EVAL, [], "Quantity-quality sweep: thresholds T to retrain and evaluate.")
     sweep_ratios: list[float] = key(EVAL, [], "Quantity-quality sweep: K-center ratios to retrain and evaluate.")
     bootstrap_resamples: int = key(EVAL, 1000, "Bootstrap resamples for confidence intervals.", ge=10)
+
+    @model_validator(mode="after")
+    def _authors_prompt_alone(self) -> Config:
+        if self.gen_prompt == "authors" and (self.format_example or self.prefill):
+            raise ValueError("gen_prompt 'authors' sends their instruction alone: set format_example and prefill "
+                             "to false (they are the project's aids for small generators)")
+        return self
 
     @field_validator("threshold")
     @classmethod
@@ -205,6 +237,8 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "<profile>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{origin}: unknown key '{key}'")
+        elif not e["loc"]:  # a rule across keys: its message names them
+            lines.append(f"{origin}: {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{origin}: key '{key}': {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)

@@ -40,18 +40,21 @@ def corpus_stats(records: list[Record]) -> dict:
 def run_stage(cfg, store) -> dict:
     """Read the profile's training and evaluation splits and write them to 00_data/ as JSON lines.
 
-    The evaluation split falls back to `valid` when the source has no `test` (../shared/ed ships none).
+    The evaluation split falls back to `valid` when the source has no `test` (../shared/ed ships none);
+    `eval_source`, when set, replaces the source of the evaluation records (e.g. the authors' own test file).
     """
     train = load_ed(cfg.data_source, cfg.train_split)
     if cfg.max_seed_records:
         train = train[: cfg.max_seed_records]
+    eval_from = cfg.eval_source or cfg.data_source
     eval_split = cfg.eval_split
-    if not split_available(cfg.data_source, eval_split):
+    if not split_available(eval_from, eval_split):
         eval_split = "valid"
-    evaluation = load_ed(cfg.data_source, eval_split)
+    evaluation = load_ed(eval_from, eval_split)
     write_jsonl(store.path("00_data", "train.jsonl"), (r.to_dict() for r in train))
     write_jsonl(store.path("00_data", "eval.jsonl"), (r.to_dict() for r in evaluation))
     summary = {"source": str(cfg.data_source), "train_split": cfg.train_split, "eval_split": eval_split,
+               **({"eval_source": str(cfg.eval_source)} if cfg.eval_source else {}),
                "train": {k: v for k, v in corpus_stats(train).items() if k != "response_words"},
                "eval": {k: v for k, v in corpus_stats(evaluation).items() if k != "response_words"}}
     write_json(store.path("00_data", "summary.json"), summary)

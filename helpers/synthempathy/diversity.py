@@ -8,6 +8,7 @@ import numpy as np
 
 from .lib.dialogue import transcript
 from .lib.embedding import embedder
+from .lib.judging import CRITERIA
 from .lib.kcenter import coverage_curve
 from .lib.selection import example_text, select_diverse
 from .lib.set_diversity import set_metrics
@@ -28,8 +29,7 @@ def run_stage(cfg, store) -> dict:
     coordinates of seeds and synthetic examples (umap.npy); returns the metrics and the map's groups."""
     kept = store.read("02_quality", "selected.jsonl")
     emb = embedder(cfg, store)
-    d_a, d_d, order, x = select_diverse(kept, emb, cfg.kcenter_ratio, cfg.seed)
-    k = len(d_a)
+    d_a, d_d, order, x = select_diverse(kept, emb, cfg.kcenter_ratio, cfg.seed, cfg.kcenter_bookkeeping)
     write_npy(store.path("03_diversity", "embeddings.npy"), x)
     write_json(store.path("03_diversity", "embedding_ids.json"), [e["id"] for e in kept])
     write_jsonl(store.path("03_diversity", "selected.jsonl"), d_a)
@@ -37,19 +37,29 @@ def run_stage(cfg, store) -> dict:
 
     seeds = store.read("00_data", "train.jsonl")
     synthetic = store.read("01_generate", "examples.jsonl")
-    rest = sorted(set(range(len(kept))) - set(order[:k]))
+    row_of = {e["id"]: i for i, e in enumerate(kept)}
+    kept_rows = [row_of[e["id"]] for e in d_a]
+    rest = sorted(set(range(len(kept))) - set(kept_rows))
     sets = {"seed": (seeds, seed_text, "response", None), "all synthetic": (synthetic, example_text, "output", None),
             "quality-kept": (kept, example_text, "output", list(range(len(kept)))),
-            "D_a (diversity-kept)": (d_a, example_text, "output", order[:k]),
+            "D_a (diversity-kept)": (d_a, example_text, "output", kept_rows),
             "D_d (discarded)": (d_d, example_text, "output", rest)}
     table = {name: set_metrics(emb.encode([text(r) for r in rows]), [r[field] for r in rows],
                                (x, idx) if idx is not None else None)
              for name, (rows, text, field, idx) in sets.items()}
     curve = coverage_curve(x, order, COVERAGE_RATIOS)
-    metrics = {"ratio": cfg.kcenter_ratio, "kept": len(d_a), "discarded": len(d_d), "sets": table,
-               "coverage_curve": {"ratios": list(COVERAGE_RATIOS), "radius": [round(r, 4) for r in curve]}}
+    metrics = {"ratio": cfg.kcenter_ratio, "bookkeeping": cfg.kcenter_bookkeeping, "kept": len(d_a),
+               "discarded": len(d_d), "sets": table,
+               "coverage_curve": {"ratios": list(COVERAGE_RATIOS), "radius": [round(r, 4) for r in curve]},
+               "judge_on_d_a": judge_on(store, {e["id"] for e in d_a})}
     write_json(store.path("03_diversity", "metrics.json"), metrics)
     return {**metrics, "map": umap_map(cfg, store, emb, seeds, synthetic, kept, d_a)}
+
+
+def judge_on(store, ids: set[str]) -> dict:
+    """The judge's mean scores (02_quality) over the examples of one set: the authors judged D_a."""
+    rows = [r for r in store.read("02_quality", "judge.jsonl") if r["id"] in ids]
+    return {c: round(sum(r[c] for r in rows) / len(rows), 4) if rows else None for c in CRITERIA}
 
 
 def umap_map(cfg, store, emb, seeds, synthetic, kept, d_a) -> dict:

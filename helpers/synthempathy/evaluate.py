@@ -17,7 +17,7 @@ from .lib import bootstrap as B
 from .lib import judging, sft
 from .lib import metrics as M
 from .lib.backends import Request, Sampling, make_backend
-from .lib.dialogue import chat_pairs, prompts
+from .lib.dialogue import chat_pairs
 from .lib.embedding import Embedder, embedder
 from .lib.judging import CRITERIA
 from .lib.selection import select_diverse, select_quality
@@ -48,7 +48,8 @@ def eval_records(cfg, store) -> list[dict]:
 def predict(cfg, store, name: str, spec: str, records: list[dict], progress: bool = True) -> list[dict]:
     """Greedy answers of one model to every evaluation example; cached, so a rerun generates nothing."""
     sampling = Sampling(0.0, 1.0, cfg.eval_max_new_tokens)
-    requests = [Request.make(sft.model_identity(spec), chat_pairs(r["history"], prompts()["system"]), "", sampling, 0)
+    system, transcript = sft.arm_input(cfg)
+    requests = [Request.make(sft.model_identity(spec), chat_pairs(r["history"], system, transcript), "", sampling, 0)
                 for r in records]
     cache = JsonlCache(store.work_dir("05_evaluate") / f"predictions.{name}.cache.jsonl")
     make_backend(cfg, spec).generate(requests, cache, progress, desc=f"answering: {name}")
@@ -135,13 +136,14 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
     rows = []
     for param, value in points:
         sub = cfg.model_copy(update={param: value})
-        kept = select_quality(scored, sub.threshold)
-        chosen = select_diverse(kept, emb, sub.kcenter_ratio, cfg.seed)[0] if kept else []
+        kept = select_quality(scored, sub.threshold, cfg.similarity_cut)
+        chosen = select_diverse(kept, emb, sub.kcenter_ratio, cfg.seed, cfg.kcenter_bookkeeping)[0] if kept else []
         items, _ = sft.training_items(ed_records, chosen, cfg.seed)
         name = f"sweep_{param}_{value:g}"
         folder = store.work_dir("05_evaluate") / "sweep" / name
+        system, transcript = sft.arm_input(cfg)
         sft.train_lora(sub, items, folder, store.work_dir("05_evaluate") / "sweep" / f"{name}.ckpt",
-                            name=name)
+                       name=name, system=system, transcript=transcript)
         preds = predict(cfg, store, name, str(folder), records, progress)
         figures = M.automatic_metrics([p["prediction"] for p in preds], [p["gold"] for p in preds])
         figures["embedding_cos"] = 100 * float(M.embedding_cosines([p["prediction"] for p in preds],

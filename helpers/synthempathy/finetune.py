@@ -8,7 +8,6 @@ import logging
 import shutil
 
 from .lib import sft
-from .lib.dialogue import prompts
 from .lib.stage import Stage
 from .store import read_json, write_json
 
@@ -36,16 +35,18 @@ def run_stage(cfg, store) -> dict:
     """Train every arm in cfg.arms with the same base, steps, learning rate, batch, length and seed."""
     summary = {}
     evals = sft.validation_items(store.read("00_data", "eval.jsonl"), cfg.train_eval_records)
+    system, transcript = sft.arm_input(cfg)
     for arm in cfg.arms:
         items, counts = arm_items(cfg, store, arm)
         out = store.path("04_finetune", arm)
-        fingerprint = sft.training_fingerprint(cfg, items, evals, prompts()["system"], None)
+        fingerprint = sft.training_fingerprint(cfg, items, evals, system, None, transcript)
         disc = store.root / "02_quality" / "discriminator"
         if arm == "ed" and sft.is_completed(disc, fingerprint) and not sft.is_completed(out, fingerprint):
             # M_D of 02_quality is this very training run (same base, data, settings, seed): reuse, do not retrain.
             shutil.copytree(disc, out, dirs_exist_ok=True)
             log.info("arm ed: reused the discriminator of stage 02 (identical training run)")
-        record = sft.train_lora(cfg, items, out, store.work_dir("04_finetune") / arm, eval_items=evals, name=f"arm {arm}")
+        record = sft.train_lora(cfg, items, out, store.work_dir("04_finetune") / arm, eval_items=evals, name=f"arm {arm}",
+                                system=system, transcript=transcript)
         summary[arm] = {"what": ARMS[arm][0], **counts, **{k: record.get(k) for k in (
             "steps", "first_loss", "final_loss", "final_eval_loss", "train_seconds", "train_tokens", "tokens_per_s",
             "peak_memory_mb", "quantization", "double_quant")}}

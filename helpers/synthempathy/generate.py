@@ -14,8 +14,10 @@ import random
 import re
 from collections import Counter
 
+from .lib.authors import texts_for
 from .lib.backends import Request, Sampling, derived_seed, make_backend
 from .lib.dialogue import listener_prompt, prompts
+from .lib.ed import AUTHORS_SEPARATOR
 from .lib.stage import Stage
 from .store import JsonlCache, write_json, write_jsonl
 
@@ -42,16 +44,29 @@ def generation_messages(history: list[str] | tuple[str, ...], response: str, *, 
     return messages + [("user", p["generation"].format(context="\n".join(history), response=response))]
 
 
+def authors_generation_messages(history: list[str] | tuple[str, ...], response: str, template: str
+                                ) -> list[tuple[str, str]]:
+    """The authors' request: their instruction text, filled with the seed in their data's form (the dialogue's
+    turns joined by " </s> "), as the one user message, with no system prompt."""
+    return [("user", template.format(context=f" {AUTHORS_SEPARATOR} ".join(history), response=response))]
+
+
 def generation_requests(seeds: list[dict], cfg) -> list[tuple[dict, int, Request]]:
     """(seed record, pass, request) for every pass over the seeds; each pass has its own seed."""
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.gen_max_new_tokens)
-    prefill = prompts()["prefill"] if cfg.prefill else ""
+    authors = cfg.gen_prompt == "authors"
+    template = texts_for(cfg).generation if authors else None
+    prefill = prompts()["prefill"] if cfg.prefill and not authors else ""
     out = []
     for n_pass in range(cfg.passes):
         for rec in seeds:
-            messages = generation_messages(rec["history"], rec["response"], format_example=cfg.format_example)
+            if authors:
+                messages = authors_generation_messages(rec["history"], rec["response"], template)
+            else:
+                messages = generation_messages(rec["history"], rec["response"], format_example=cfg.format_example)
             seed = derived_seed(cfg.seed, n_pass, rec["id"])
-            out.append((rec, n_pass, Request.make(cfg.generator_model, messages, prefill, sampling, seed)))
+            out.append((rec, n_pass, Request.make(cfg.generator_model, messages, prefill, sampling, seed,
+                                                  generation_prompt=not authors)))
     return out
 
 
@@ -125,6 +140,16 @@ def parse_rounds(text: str, complete: bool = True) -> list[tuple[str, str]]:
     return pairs
 
 
+# Their script's pattern: "Context: <text>" then a newline and "Response: <text>" up to the next newline or the end
+# (so a reply cut off by the token limit is kept); no labelled pair at all means the output is dropped.
+AUTHORS_PAIR = re.compile(r"Context: (.+?)\nResponse: (.+?)(?=\n|$)", re.DOTALL)
+
+
+def parse_rounds_authors(text: str) -> list[tuple[str, str]]:
+    """(context, response) pairs the authors' way: their pattern, each side stripped, nothing else cleaned."""
+    return [(c.strip(), r.strip()) for c, r in AUTHORS_PAIR.findall(text)]
+
+
 def example_sentences() -> list[str]:
     ex = prompts()["format_example"]
     return [ex["context"], ex["response"]] + [
@@ -143,9 +168,10 @@ def drop_copies(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(c, r) for c, r in pairs if not (is_copy(c, refs) or is_copy(r, refs))]
 
 
-def parse_generation(raw: str, complete: bool, format_example: bool) -> tuple[list[tuple[str, str]], str]:
+def parse_generation(raw: str, complete: bool, format_example: bool, parser: str = "tolerant"
+                     ) -> tuple[list[tuple[str, str]], str]:
     """(rounds, status) where status is ok | no_pair | copied_example (run_stage adds one_round)."""
-    pairs = parse_rounds(raw, complete)
+    pairs = parse_rounds_authors(raw) if parser == "authors" else parse_rounds(raw, complete)
     if not pairs:
         return [], "no_pair"
     if format_example:
@@ -158,28 +184,47 @@ def parse_generation(raw: str, complete: bool, format_example: bool) -> tuple[li
 
 # -- turn sampling (the paper's stage 2) ---------------------------------------------------------------------------------
 
+def draw_k(n_rounds: int, rng: random.Random, max_k: int = 3, law: str = "uniform") -> int | None:
+    """How many earlier rounds an example keeps. uniform: k uniform in 1..min(max_k, rounds - 1), None for a
+    one-round dialogue; authors: min(randint(1, max_k), rounds - 1), so a one-round dialogue gives k = 0."""
+    if law == "authors":
+        return min(rng.randint(1, max_k), n_rounds - 1) if n_rounds >= 1 else None
+    return rng.randint(1, min(max_k, n_rounds - 1)) if n_rounds >= 2 else None
+
+
 def sample_example(rounds: list[tuple[str, str]], rng: random.Random, max_k: int = 3,
-                   authors_target: str = "next") -> dict | None:
-    """One training example from a dialogue: k earlier rounds (k uniform in 1..max_k, capped so that a next
-    round exists), then the next speaker turn; the target is that round's response (or, as in the authors'
-    script, the last round's response). None for a dialogue of fewer than two rounds."""
-    if len(rounds) < 2:
+                   authors_target: str = "next", law: str = "uniform") -> dict | None:
+    """One training example from a dialogue: k earlier rounds (see `draw_k`), then the next speaker turn; the
+    target is that round's response (or, as in the authors' script, the last round's response). None when the
+    law leaves no example."""
+    k = draw_k(len(rounds), rng, max_k, law)
+    if k is None:
         return None
-    k = rng.randint(1, min(max_k, len(rounds) - 1))
     history = [turn for pair in rounds[:k] for turn in pair] + [rounds[k][0]]
     output = rounds[k][1] if authors_target == "next" else rounds[-1][1]
     return {"instruction": listener_prompt(history), "output": output, "k": k, "history": history}
 
 
-def build_examples(generations: list[dict], seed: int, max_k: int, authors_target: str) -> list[dict]:
+def build_examples(generations: list[dict], seed: int, max_k: int, authors_target: str, law: str = "uniform"
+                   ) -> list[dict]:
     examples = []
     for g in generations:
         rng = random.Random(f"{seed}:{g['seed_id']}:{g['pass']}")  # independent of processing order
-        ex = sample_example([tuple(r) for r in g["rounds"]], rng, max_k, authors_target)
+        ex = sample_example([tuple(r) for r in g["rounds"]], rng, max_k, authors_target, law)
         if ex is not None:
             examples.append({"id": f"{g['seed_id']}:p{g['pass']}", "seed_id": g["seed_id"], "pass": g["pass"],
                              **ex, "emotion": g["emotion"]})
     return examples
+
+
+def pairs_by_parser(generations: list[dict]) -> dict:
+    """Both parsers on the same outputs: how many outputs yield a pair, and how many pairs in all."""
+    out = {}
+    for name, parse in (("tolerant", lambda g: parse_rounds(g["raw"], g["finished"])),
+                        ("authors", lambda g: parse_rounds_authors(g["raw"]))):
+        counts = [len(parse(g)) for g in generations]
+        out[name] = {"outputs_with_pairs": sum(c > 0 for c in counts), "pairs": sum(counts)}
+    return out
 
 
 def generator(cfg):
@@ -208,12 +253,12 @@ def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
     for rec, n_pass, req in planned:
         out = cache_file[req.key]
         raw = req.prefill + out["text"]
-        rounds, status = parse_generation(raw, out["finished"], cfg.format_example)
-        if status == "ok" and len(rounds) < 2:
-            status = "one_round"  # parsed, but turn sampling needs a round after the kept ones
+        rounds, status = parse_generation(raw, out["finished"], cfg.format_example, cfg.parser)
+        if status == "ok" and len(rounds) < 2 and cfg.turn_sampling == "uniform":
+            status = "one_round"  # parsed, but this law needs a round after the kept ones
         generations.append({"seed_id": rec["id"], "pass": n_pass, "emotion": rec["emotion"], "raw": raw,
                             "finished": out["finished"], "rounds": [list(r) for r in rounds], "status": status})
-    examples = build_examples(generations, cfg.seed, cfg.max_k, cfg.authors_target)
+    examples = build_examples(generations, cfg.seed, cfg.max_k, cfg.authors_target, cfg.turn_sampling)
     write_jsonl(store.path("01_generate", "generations.jsonl"), generations)
     write_jsonl(store.path("01_generate", "examples.jsonl"), examples)
     summary = {
@@ -222,7 +267,9 @@ def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
         "parse_rate": round(sum(bool(g["rounds"]) for g in generations) / max(len(generations), 1), 4),
         "mean_rounds": round(sum(len(g["rounds"]) for g in generations) / max(len(generations), 1), 3),
         "k": dict(sorted(Counter(e["k"] for e in examples).items())),
-        "format_example": cfg.format_example, "prefill": cfg.prefill,
+        "format_example": cfg.format_example, "prefill": cfg.prefill, "gen_prompt": cfg.gen_prompt,
+        "parser": cfg.parser, "turn_sampling": cfg.turn_sampling,
+        "pairs_by_parser": pairs_by_parser(generations),
     }
     write_json(store.path("01_generate", "summary.json"), summary)
     return {**summary, "throughput": stats}

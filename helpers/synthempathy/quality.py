@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 
 from .lib import judging, sft
+from .lib.authors import texts_for
 from .lib.backends import Request, Sampling, derived_seed, make_backend
 from .lib.dialogue import chat_pairs, prompts
 from .lib.embedding import embedder
@@ -26,10 +27,20 @@ STAGE = Stage("02_quality")
 DISCRIMINATOR = "discriminator"
 
 
+def discriminator_input(cfg) -> tuple[str, bool]:
+    """(system prompt, transcript) of M_D's input. chat: the project's system prompt and the dialogue as chat
+    turns (M_D is then the `ed` arm); authors: their system prompt and the Speaker/Listener transcript as one
+    user message, in training as in answering."""
+    if cfg.disc_input == "authors":
+        return texts_for(cfg).discriminator_system, True
+    return prompts()["system"], False
+
+
 def discriminator_requests(examples: list[dict], cfg, model_id: str) -> list[Request]:
-    """The authors' settings: system prompt "You are a helpful assistant.", T 0.8, top-p 0.9, 128 new tokens."""
+    """The authors' settings: T 0.8, top-p 0.9, 128 new tokens, a system prompt, the example's dialogue."""
     sampling = Sampling(cfg.disc_temperature, cfg.disc_top_p, cfg.disc_max_new_tokens)
-    return [Request.make(model_id, chat_pairs(ex["history"], prompts()["system"]), "", sampling,
+    system, transcript = discriminator_input(cfg)
+    return [Request.make(model_id, chat_pairs(ex["history"], system, transcript), "", sampling,
                          derived_seed(cfg.seed, "disc", ex["id"])) for ex in examples]
 
 
@@ -37,12 +48,13 @@ def train_discriminator(cfg, store) -> str:
     """Train M_D on the profile's ED training records (or use `disc_checkpoint`); returns a loadable spec."""
     if cfg.disc_checkpoint:
         return cfg.disc_checkpoint
-    # exactly the `ed` arm of 04_finetune (same data, settings and seed), which then reuses this adapter
+    # with chat input exactly the `ed` arm of 04_finetune (same data, settings and seed), which reuses it
     items, _ = sft.training_items(store.read("00_data", "train.jsonl"), [], cfg.seed)
     out = store.path("02_quality", DISCRIMINATOR)
+    system, transcript = discriminator_input(cfg)
     sft.train_lora(cfg, items, out, store.work_dir("02_quality") / "discriminator-checkpoints",
                    eval_items=sft.validation_items(store.read("00_data", "eval.jsonl"), cfg.train_eval_records),
-                   name="discriminator M_D (base fine-tuned on ED only)")
+                   name="discriminator M_D (base fine-tuned on ED only)", system=system, transcript=transcript)
     return str(out)
 
 
@@ -63,7 +75,7 @@ def score(cfg, store, disc_spec: str, progress: bool = True) -> list[dict]:
 
 def select(cfg, store, disc: str, scored: list[dict]) -> dict:
     """Keep S >= T; write scored.jsonl, selected.jsonl and summary.json."""
-    selected = select_quality(scored, cfg.threshold)
+    selected = select_quality(scored, cfg.threshold, cfg.similarity_cut)
     if not selected:
         best = max((r["similarity"] for r in scored), default=None)
         raise ValueError(f"threshold {cfg.threshold}: keeps none of the {len(scored)} synthetic examples "
@@ -75,7 +87,8 @@ def select(cfg, store, disc: str, scored: list[dict]) -> dict:
         "discriminator": disc if cfg.disc_checkpoint else DISCRIMINATOR, "threshold": cfg.threshold,
         "examples": len(scored), "selected": len(selected),
         "kept_share": round(len(selected) / max(len(scored), 1), 4),
-        "kept_at": {f"{t:g}": len(select_quality(scored, t)) for t in sorted({50.0, 60.0, cfg.threshold})},
+        "kept_at": {f"{t:g}": len(select_quality(scored, t, cfg.similarity_cut))
+                    for t in sorted({50.0, 60.0, cfg.threshold})},
         "similarity_mean": round(float(np.mean(sims)), 3) if sims else None,
         "histogram": dict(sorted(Counter(int(min(max(s, 0), 99.999) // 10) * 10 for s in sims).items())),
     }
@@ -105,7 +118,8 @@ def run_stage(cfg, store, progress: bool = True) -> dict:
     disc = train_discriminator(cfg, store)
     scored = score(cfg, store, disc, progress)
     selection = select(cfg, store, disc, scored)
-    judged = judge(cfg, store, scored, {r["id"] for r in select_quality(scored, cfg.threshold)}, progress)
+    judged = judge(cfg, store, scored, {r["id"] for r in select_quality(scored, cfg.threshold, cfg.similarity_cut)},
+                   progress)
     marker = store.path("02_quality", DISCRIMINATOR) / sft.COMPLETED
     return {"selection": selection, "discriminator": read_json(marker) if not cfg.disc_checkpoint else {},
             "judge": judged, "verdict": judging.sanity_verdict(judged, cfg.judge_model)}

@@ -44,13 +44,16 @@ class Request:
     prefill: str
     sampling: Sampling
     seed: int
+    generation_prompt: bool = True  # False: the chat ends after the last message, no assistant header (authors)
 
     @classmethod
-    def make(cls, model: str, messages, prefill: str, sampling: Sampling, seed: int) -> Request:
+    def make(cls, model: str, messages, prefill: str, sampling: Sampling, seed: int,
+             generation_prompt: bool = True) -> Request:
         messages = tuple((role, content) for role, content in messages)
-        key = hash_obj({"model": model, "messages": messages, "prefill": prefill,
-                        "sampling": sampling.__dict__, "seed": seed})[:24]
-        return cls(key, messages, prefill, sampling, seed)
+        what = {"model": model, "messages": messages, "prefill": prefill, "sampling": sampling.__dict__, "seed": seed}
+        if not generation_prompt:  # only then: every key made before this flag existed stays valid
+            what["generation_prompt"] = False
+        return cls(hash_obj(what)[:24], messages, prefill, sampling, seed, generation_prompt)
 
 
 def derived_seed(*parts) -> int:
@@ -94,7 +97,8 @@ class TransformersBackend:
 
     def render(self, req: Request) -> str:
         messages = [{"role": role, "content": content} for role, content in req.messages]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + req.prefill
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=req.generation_prompt,
+                                                  tokenize=False) + req.prefill
 
     def batches(self, requests: Sequence[Request]) -> list[list[Request]]:
         """Fixed batches over *all* requests (not only the unfinished ones), so a resumed run samples each
@@ -162,6 +166,7 @@ class OpenAIBackend:
                                 "(e.g. http://localhost:8000/v1 for `vllm serve`)")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.model, self.concurrency, self.timeout, self.retries, self.backoff = model, concurrency, timeout, retries, backoff
+        self._warned_header = False
 
     def check(self) -> None:
         """Fail at once, naming every URL, when no endpoint answers."""
@@ -177,6 +182,10 @@ class OpenAIBackend:
         raise EndpointError("no OpenAI-compatible endpoint answers:\n  " + "\n  ".join(errors))
 
     def body(self, req: Request) -> dict:
+        if not req.generation_prompt and not self._warned_header:
+            self._warned_header = True
+            log.warning("%s: a chat endpoint always adds the assistant header; the authors' script did not "
+                        "(see `python -m synthempathy fidelity`)", self.endpoints[0])
         messages = [{"role": role, "content": content} for role, content in req.messages]
         body = {"model": self.model, "messages": messages, "temperature": req.sampling.temperature,
                 "top_p": req.sampling.top_p, "max_tokens": req.sampling.max_new_tokens, "seed": req.seed}

@@ -20,15 +20,19 @@ def prompts() -> dict:
     return yaml.safe_load(PROMPTS_FILE.read_text(encoding="utf-8"))
 
 
-def chat(history: Sequence[str], system: str | None = None) -> list[dict]:
-    """Dialogue turns as chat messages: speaker turns are the user's, listener turns the assistant's."""
+def chat(history: Sequence[str], system: str | None = None, transcript: bool = False) -> list[dict]:
+    """What a model answering the listener's next turn sees, after the `system` prompt when one is given: the
+    turns as chat messages (speaker turns the user's, listener turns the assistant's), or with `transcript` the
+    whole dialogue as one user message in Speaker/Listener lines (the authors' training and M_D input)."""
     msgs = [{"role": "system", "content": system}] if system else []
+    if transcript:
+        return msgs + [{"role": "user", "content": listener_prompt(history)}]
     return msgs + [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(history)]
 
 
-def chat_pairs(history: Sequence[str], system: str | None = None) -> list[tuple[str, str]]:
+def chat_pairs(history: Sequence[str], system: str | None = None, transcript: bool = False) -> list[tuple[str, str]]:
     """`chat` as (role, content) pairs, the form a backend request takes."""
-    return [(m["role"], m["content"]) for m in chat(history, system)]
+    return [(m["role"], m["content"]) for m in chat(history, system, transcript)]
 
 
 def transcript(turns: Sequence[str]) -> str:

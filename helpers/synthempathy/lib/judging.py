@@ -10,24 +10,45 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..store import JsonlCache, hash_obj
-from .backends import OpenAIBackend, TransformersBackend, make_backend
-from .dialogue import prompts, transcript
+from .backends import OpenAIBackend, Request, Sampling, TransformersBackend, derived_seed, make_backend
+from .dialogue import listener_prompt, prompts, transcript
+from .authors import texts_for
 from .prefix import common_prefix_len, shared_prefix_batch
 
 CRITERIA = ("naturalness", "coherence", "empathy")
 LABELS = ("1", "2", "3")
 
 
-def judge_messages(history: Sequence[str], response: str, criterion: str) -> list[dict]:
+def judge_messages(history: Sequence[str], response: str, criterion: str, authors=None) -> list[dict]:
+    """The judge's chat for one reply and criterion: the project's one instruction, or with `authors` (their
+    texts, lib/authors.py) their three messages: system prompt, rubric, then the history (as their data holds
+    it, the transcript ending in the listener's label) and the reply in their evaluation form."""
+    if authors is not None:
+        rubric, form = authors.judge[criterion]
+        return [{"role": "system", "content": authors.judge_system}, {"role": "user", "content": rubric},
+                {"role": "user", "content": form.format(history=listener_prompt(history), response=response)}]
     p = prompts()["judge"]
     user = p["template"].format(history=transcript(history), response=response, criterion=criterion, rubric=p["criteria"][criterion])
     return [{"role": "system", "content": prompts()["system"]}, {"role": "user", "content": user}]
+
+
+# The authors sampled the judge's answer (their generation settings) and kept the text; the expected score from
+# the label probabilities is this package's reading. Under their prompts both are recorded.
+AUTHORS_SAMPLING = Sampling(0.8, 0.9, 128)
+FIRST_SCORE = re.compile(r"[1-3]")
+
+
+def score_from_text(text: str) -> int | None:
+    """A sampled answer read as a score: its first digit 1..3 (their form asks for the score only), else None."""
+    m = FIRST_SCORE.search(text)
+    return int(m.group()) if m else None
 
 
 def scores_from_logits(logits: Sequence[float]) -> tuple[float, int]:
@@ -48,6 +69,8 @@ class InProcessJudge:
 
     The three criteria of one reply share everything up to the rubric (instruction, dialogue, reply): that
     shared prefix is encoded once and its KV cache reused for the three rubrics (bench/profile_stage.py)."""
+
+    authors = None  # the authors' texts when the judge asks in their words (make_judge)
 
     def __init__(self, backend: TransformersBackend, batch_size: int = 16):
         self.backend, self.spec, self.batch_size = backend, backend.model_spec, batch_size
@@ -97,6 +120,8 @@ def _prefix_groups(ids: list[list[int]]) -> list[list[int]]:
 class EndpointJudge:
     """The judge behind an OpenAI-compatible endpoint that returns top logprobs (vLLM, llama.cpp server)."""
 
+    authors = None
+
     def __init__(self, backend, batch_size: int = 8):
         self.backend, self.spec, self.batch_size = backend, backend.model, batch_size
 
@@ -110,16 +135,14 @@ class EndpointJudge:
 
 
 def score_items(judge, items: list[dict], cache: JsonlCache, progress: bool = True) -> list[dict]:
-    """items: {id, history, response}. Returns one row per item with every criterion's expected and argmax score."""
-    todo = []
-    keyed = []
+    """items: {id, history, response}. Returns one row per item with every criterion's expected and argmax score
+    (and, under the authors' prompts, the sampled answer's text and the score read from it)."""
+    keyed = []  # (item id, criterion, cache key, messages)
     for it in items:
         for c in CRITERIA:
-            msgs = judge_messages(it["history"], it["response"], c)
-            key = hash_obj({"judge": judge.spec, "messages": msgs})[:24]
-            keyed.append((it["id"], c, key))
-            if key not in cache:
-                todo.append((key, msgs))
+            msgs = judge_messages(it["history"], it["response"], c, judge.authors)
+            keyed.append((it["id"], c, hash_obj({"judge": judge.spec, "messages": msgs})[:24], msgs))
+    todo = [(key, msgs) for _, _, key, msgs in keyed if key not in cache]
     bar = tqdm(total=len(todo), desc="judging", unit="item", disable=not progress, mininterval=1.0)
     for i in range(0, len(todo), judge.batch_size):
         chunk = todo[i: i + judge.batch_size]
@@ -131,12 +154,25 @@ def score_items(judge, items: list[dict], cache: JsonlCache, progress: bool = Tr
         cache.add(rows)
         bar.update(len(chunk))
     bar.close()
+    sampled = sampled_answers(judge, {key: msgs for _, _, key, msgs in keyed}, cache, progress) if judge.authors else {}
     by_id: dict[str, dict] = {}
-    for item_id, c, key in keyed:
+    for item_id, c, key, _ in keyed:
         row = by_id.setdefault(item_id, {"id": item_id})
         row[c] = round(cache[key]["expected"], 4)
         row[f"{c}_argmax"] = cache[key]["argmax"]
+        if key in sampled:
+            row[f"{c}_text"] = sampled[key]
+            row[f"{c}_sampled"] = score_from_text(sampled[key])
     return [by_id[it["id"]] for it in items]
+
+
+def sampled_answers(judge, messages: dict[str, list[dict]], cache: JsonlCache, progress: bool = True) -> dict[str, str]:
+    """{judge key: the judge's sampled answer} with the authors' sampling settings, through the judge's backend
+    (so in process or at the endpoints, cached like every generation)."""
+    requests = {key: Request.make(f"judge:{judge.spec}", [(m["role"], m["content"]) for m in msgs], "",
+                                  AUTHORS_SAMPLING, derived_seed("judge", key)) for key, msgs in messages.items()}
+    judge.backend.generate(list(requests.values()), cache, progress=progress, desc="judge answers (sampled)")
+    return {key: cache[req.key]["text"] for key, req in requests.items()}
 
 
 def shuffled_pairs(records: list[dict], n: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -161,9 +197,10 @@ def separation(real: list[float], shuffled: list[float]) -> float:
 def make_judge(cfg):
     """The judge of the profile, on the one backend the config names (endpoints, or in process)."""
     backend = make_backend(cfg, cfg.judge_model, cfg.judge_endpoints or None)
-    if isinstance(backend, OpenAIBackend):
-        return EndpointJudge(backend)
-    return InProcessJudge(backend, cfg.judge_batch_size)
+    judge = EndpointJudge(backend) if isinstance(backend, OpenAIBackend) else InProcessJudge(backend, cfg.judge_batch_size)
+    if cfg.judge_prompt == "authors":
+        judge.authors = texts_for(cfg)
+    return judge
 
 
 def sanity_summary(rows: list[dict], panel: list[dict]) -> dict:

@@ -6,6 +6,8 @@ other thresholds and ratios, so both live here.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .kcenter import kcenter_greedy
@@ -16,8 +18,11 @@ def similarity(a, b) -> np.ndarray:
     return np.round(100.0 * np.einsum("ij,ij->i", a, b).astype(np.float64), 4)
 
 
-def select_quality(scored: list[dict], threshold: float) -> list[dict]:
-    """Rows with S >= T (the boundary is kept, as in the authors' script)."""
+def select_quality(scored: list[dict], threshold: float, cut: str = "exact") -> list[dict]:
+    """Rows with S >= T, the boundary kept; with cut "authors", int(S) >= T, as their script truncates S first
+    (the same for a whole-number T and S >= 0; a T such as 40.5 keeps fewer)."""
+    if cut == "authors":
+        return [r for r in scored if int(r["similarity"]) >= threshold]
     return [r for r in scored if r["similarity"] >= threshold]
 
 
@@ -26,14 +31,24 @@ def example_text(example: dict) -> str:
     return f"{example['instruction']}{example['output']}"
 
 
-def select_diverse(examples: list[dict], embedder, ratio: float, seed: int):
+def kept_by_kcenter(order: list[int], ratio: float, bookkeeping: str = "project") -> list[int]:
+    """Which of the greedy order K-Center-Greedy keeps. project: the first round(ratio x n), the random first
+    centre included; authors: the random first centre is only a starting point, and the floor(ratio x n) points
+    chosen after it are kept (their script), at most the n - 1 others."""
+    n = len(order)
+    if bookkeeping == "authors":
+        return order[1: 1 + min(math.floor(ratio * n), n - 1)] or order[:1]
+    return order[: max(1, int(round(ratio * n)))]
+
+
+def select_diverse(examples: list[dict], embedder, ratio: float, seed: int, bookkeeping: str = "project"):
     """K-Center-Greedy over instruction + output embeddings: (D_a in selection order, D_d, full order, vectors)."""
     if not examples:
         raise ValueError("no quality-selected example to diversify (the quality threshold kept none)")
     x = embedder.encode([example_text(e) for e in examples])
     order = kcenter_greedy(x, k=len(x), seed=seed)  # the full order: every ratio is a prefix of it
-    k = max(1, int(round(ratio * len(x))))
-    chosen = set(order[:k])
-    d_a = [{**examples[i], "kcenter_rank": r} for r, i in enumerate(order[:k])]
+    kept = kept_by_kcenter(order, ratio, bookkeeping)
+    chosen = set(kept)
+    d_a = [{**examples[i], "kcenter_rank": r} for r, i in enumerate(kept)]
     d_d = [examples[i] for i in range(len(examples)) if i not in chosen]
     return d_a, d_d, order, x

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 COMPLETED = "completed.json"
 
 
-def sft_rows(items: list[dict], system: str) -> list[dict]:
+def sft_rows(items: list[dict], system: str, transcript: bool = False) -> list[dict]:
     """{history, response} items -> trl's conversational prompt/completion rows (loss on the completion)."""
-    return [{"prompt": chat(it["history"], system), "completion": [{"role": "assistant", "content": it["response"]}]}
+    return [{"prompt": chat(it["history"], system, transcript), "completion": [{"role": "assistant", "content": it["response"]}]}
             for it in items]
 
 
@@ -77,12 +77,15 @@ def last_checkpoint(folder: Path) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
-def training_fingerprint(cfg, train_items, eval_items, system, max_steps) -> str:
-    """Everything that determines a trained adapter: data, settings, base model, seed."""
+def training_fingerprint(cfg, train_items, eval_items, system, max_steps, transcript: bool = False) -> str:
+    """Everything that determines a trained adapter: data, its prompt form, settings, base model, seed."""
     keys = ("base_model", "quantization", "lora_r", "lora_alpha", "lora_dropout", "learning_rate", "epochs",
             "max_steps", "train_batch_size", "max_length", "seed", "device")
-    return hash_obj({"cfg": {k: getattr(cfg, k) for k in keys}, "max_steps": max_steps, "system": system,
-                     "train": train_items, "eval": eval_items})
+    what = {"cfg": {k: getattr(cfg, k) for k in keys}, "max_steps": max_steps, "system": system,
+            "train": train_items, "eval": eval_items}
+    if transcript:  # only then, so adapters trained before the transcript form existed keep their fingerprint
+        what["transcript"] = True
+    return hash_obj(what)
 
 
 def model_identity(spec: str) -> str:
@@ -109,15 +112,17 @@ def _clear_stale(folder: Path, fingerprint: str) -> None:
 
 def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str | Path, *,
                eval_items: list[dict] | None = None, name: str = "model", system: str | None = None,
-               max_steps: int | None = None) -> dict:
+               max_steps: int | None = None, transcript: bool = False) -> dict:
     """Fine-tune `cfg.base_model` with LoRA on {history, response} items; save the adapter to `out_dir`.
 
-    Resumes from the last checkpoint in `work_dir` after an interruption; a finished `out_dir` (marker
+    `system` is the system prompt (None: the project's; "": none); `transcript` shows each dialogue as one user
+    message of Speaker/Listener lines instead of chat turns. Resumes from the last checkpoint in `work_dir`
+    after an interruption; a finished `out_dir` (marker
     `completed.json`) is returned as it is. Returns the training record (losses, tokens/s, peak memory).
     """
     out_dir, work_dir = Path(out_dir), Path(work_dir)
-    system = system or prompts()["system"]
-    fingerprint = training_fingerprint(cfg, train_items, eval_items, system, max_steps)
+    system = prompts()["system"] if system is None else system
+    fingerprint = training_fingerprint(cfg, train_items, eval_items, system, max_steps, transcript)
     if is_completed(out_dir, fingerprint):
         return read_json(out_dir / COMPLETED)
     if out_dir.exists():
@@ -141,8 +146,8 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
     )
     trainer = SFTTrainer(
         model=model, args=args, processing_class=tok, peft_config=lora_config(cfg),
-        train_dataset=datasets.Dataset.from_list(sft_rows(train_items, system)),
-        eval_dataset=datasets.Dataset.from_list(sft_rows(eval_items, system)) if eval_items else None,
+        train_dataset=datasets.Dataset.from_list(sft_rows(train_items, system, transcript)),
+        eval_dataset=datasets.Dataset.from_list(sft_rows(eval_items, system, transcript)) if eval_items else None,
     )
     resume = last_checkpoint(work_dir)
     if resume:
@@ -158,7 +163,7 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
     trainer.save_model(str(out_dir))
     tok.save_pretrained(str(out_dir))
     record = training_record(cfg, trainer, result, seconds, notes, name, len(train_items), steps, resumed=bool(resume))
-    record["fingerprint"] = fingerprint
+    record.update(fingerprint=fingerprint, system_prompt=system, transcript=transcript)
     write_model_card(out_dir, record)
     write_json(out_dir / "training_log.json", trainer.state.log_history)
     write_json(out_dir / COMPLETED, record)  # written last: its presence means everything above is on disk
@@ -218,3 +223,9 @@ def training_items(ed_records: list[dict], synthetic: list[dict], seed: int) -> 
 def validation_items(eval_records: list[dict], n: int) -> list[dict]:
     """The evaluation records whose loss is the validation loss during training."""
     return eval_records[:n]
+
+
+def arm_input(cfg) -> tuple[str, bool]:
+    """(system prompt, transcript) of what the arms see in training and evaluation: chat turns after the project's
+    system prompt, or (prompt_format authors) the Speaker/Listener transcript as one user message, no system."""
+    return ("", True) if cfg.prompt_format == "authors" else (prompts()["system"], False)
