@@ -4,6 +4,7 @@ Nothing here imports a stage module (data, generate, quality, diversity, finetun
 builds only on the config schema and the artifact store.
 
 - dialogue:      the prompt file (prompts.yaml), chat messages, Speaker/Listener transcripts
+- authors:       the authors' own prompt texts, read at run time from their scripts at a pinned commit
 - backends:      a model that answers chats, in process or at OpenAI-compatible endpoints (`make_backend`)
 - prefix:        batches whose shared prompt prefix is encoded once
 - models:        model specs (packaged, local, hub) -> tokenizers and causal LMs
