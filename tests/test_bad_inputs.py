@@ -7,9 +7,12 @@ from pathlib import Path
 
 import papermill as pm
 import pytest
+from authors_fixture import write_clone
 
 from synthempathy import data, diversity, generate, quality, runner
 from synthempathy.config import ConfigError, load_config
+from synthempathy.lib import authors
+from synthempathy.lib.authors import AuthorsTextError
 from synthempathy.lib.backends import EndpointError
 from synthempathy.lib.ed import DataError
 from synthempathy.lib.models import ModelError
@@ -52,6 +55,14 @@ def without_output(line: str) -> str:
     row = json.loads(line)
     del row["output"]
     return json.dumps(row)
+
+
+def authors_switches(monkeypatch, clone: Path, pin_original: bool = False) -> dict:
+    """Stage 01 the authors' way, their texts from `clone` (with pin_original: checksums of the untouched fixture)."""
+    monkeypatch.setattr(authors, "_MEMO", {})
+    if pin_original:
+        write_clone(clone.parent / "original", monkeypatch)
+    return {"gen_prompt": "authors", "format_example": False, "prefill": False, "authors_source": str(clone)}
 
 
 def write_profile(tmp: Path, text: str) -> str:
@@ -120,6 +131,15 @@ CASES = [
     ("a stage run before the stage it reads",
      lambda t, s, m: shutil.rmtree(s.root / "02_quality"), "03_diversity", FileNotFoundError,
      ["02_quality", "selected.jsonl", "run stage 02_quality first"]),
+    ("unknown value of a fidelity switch", lambda t, s, m: {"parser": "regex"}, "runner", ConfigError,
+     ["parser", "'tolerant' or 'authors'", "tiny.yaml"]),
+    ("the authors' script with another checksum",
+     lambda t, s, m: authors_switches(m, write_clone(t / "clone", m, rewrite_ed_prompt='prompt_template = """{context}{response} edited"""\n'),
+                                      pin_original=True),
+     "01_generate", AuthorsTextError, ["authors_source", "rewrite_ed_prompt.py", "checkout"]),
+    ("a local clone of the authors' scripts that is not there",
+     lambda t, s, m: authors_switches(m, t / "no-clone"), "01_generate", AuthorsTextError,
+     ["authors_source", "no-clone", "no such folder"]),
     ("notebook parameter of the wrong type",
      lambda t, s, m: {"papermill": {"overrides": "max_steps=3"}}, "papermill", ConfigError,
      ["parameters cell", "`overrides` must be a dict", "max_steps=3"]),

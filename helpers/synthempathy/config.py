@@ -276,14 +276,16 @@ def load_config(profile: str = "tiny", overrides: dict[str, Any] | list[str] | N
         raise ConfigError(_format_errors(e, origin)) from None
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
-    for key, value in (overrides or {}).items():
+    if not overrides:
+        return cfg
+    for key in overrides:
         if key not in Config.model_fields:
             raise ConfigError(f"override: unknown key '{key}' (profile {origin})")
-        try:
-            setattr(cfg, key, value)
-        except ValidationError as e:
-            raise ConfigError(_format_errors(e, f"override {key}={value!r} (profile {origin})")) from None
-    return cfg
+    try:  # all at once: keys that must change together (gen_prompt and its aids) can
+        return Config(**{**values, **overrides})
+    except ValidationError as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise ConfigError(_format_errors(e, f"override {shown} (profile {origin})")) from None
 
 
 def describe(cfg: Config, stage: str) -> list[dict[str, Any]]:

@@ -52,7 +52,9 @@ def generation_overview(summary: dict, generations: list[dict], title: str, path
     axes[1].set(title="parsed rounds per output", xlabel="rounds", ylabel="outputs")
     ks = summary["k"]
     axes[2].bar([str(k) for k in ks], list(ks.values()), color="#8172B2")
-    axes[2].set(title=f"k: earlier rounds kept ({summary['examples']} examples)", xlabel="k", ylabel="examples")
+    law = summary.get("turn_sampling", "uniform")
+    axes[2].set(title=f"k: earlier rounds kept ({summary['examples']} examples, {law} law)", xlabel="k",
+                ylabel="examples")
     return save(fig, path)
 
 

@@ -69,6 +69,13 @@ def authors_texts(source: str, cache_dir: str | os.PathLike) -> AuthorsTexts:
     return _MEMO[key]
 
 
+def texts_for(cfg) -> AuthorsTexts:
+    """The authors' texts for a profile: from `authors_source`, cached beside the converted models."""
+    from .models import MODELS_DIR
+
+    return authors_texts(cfg.authors_source, MODELS_DIR / "authors")
+
+
 def _error(source: str, file: str | Path, problem: str, todo: str) -> AuthorsTextError:
     return AuthorsTextError(f"{KEY}={source!r}: {file}: {problem}; {todo}")
 

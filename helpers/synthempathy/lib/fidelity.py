@@ -93,6 +93,13 @@ SWITCHES = (
 )
 
 
+def table_for(profile: str, overrides=None) -> list[dict]:
+    """`table` of a profile as the runner resolves it (for notebook 00, which sees only its own stage's keys)."""
+    from ..config import load_config
+
+    return table(load_config(profile, overrides))
+
+
 def header_row(cfg) -> dict:
     """The assistant header after the generation request: the authors' script did not add one; a chat endpoint
     always does, so `paper` through vLLM's chat API departs here whatever gen_prompt says."""

@@ -17,9 +17,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..store import JsonlCache, hash_obj
+from .authors import texts_for
 from .backends import OpenAIBackend, Request, Sampling, TransformersBackend, derived_seed, make_backend
 from .dialogue import listener_prompt, prompts, transcript
-from .authors import texts_for
 from .prefix import common_prefix_len, shared_prefix_batch
 
 CRITERIA = ("naturalness", "coherence", "empathy")
