@@ -107,7 +107,8 @@ def test_the_rendered_authors_prompt_has_no_assistant_header(clone):
     backend = TransformersBackend("packaged:smollm2-135m-instruct", "cpu")
     text = backend.render(req)
     assert text.endswith("Invent a new conversation of three rounds.\n<|im_end|>\n"), text[-80:]
-    assert "<|im_start|>system" not in text and "<|im_start|>assistant" not in text
+    assert "<|im_start|>assistant" not in text  # (SmolLM2's template adds its own default system prompt; Llama-3's does not)
+    assert [role for role, _ in req.messages] == ["user"]
 
 
 # -- 02: the discriminator, the cut, the judge ---------------------------------------------------------------------
