@@ -181,6 +181,18 @@ def test_rouge_normalizes_articles_and_punctuation():
     assert m["rougeL"] == pytest.approx(200 / 3)
 
 
+def test_rouge_of_a_text_with_no_word_is_one_empty_token():
+    # the authors split " ".join(words) on " ": "" -> [""], not []. Two word-less texts then share that token:
+    # ROUGE-1 P = R = 1/1; ROUGE-2 has no bigram on either side: 0/max(0, 1) = 0; ROUGE-L LCS 1 of 1 -> 1
+    assert T.normalize_for_rouge("") == [""]
+    assert T.normalize_for_rouge("The ...") == [""]
+    m = M.automatic_metrics(["."], ["the!"])
+    assert (m["rouge1"], m["rouge2"], m["rougeL"]) == (100.0, 0.0, 100.0)
+    # against a real word the empty token matches nothing
+    m = M.automatic_metrics(["."], ["cat"])
+    assert (m["rouge1"], m["rouge2"], m["rougeL"]) == (0.0, 0.0, 0.0)
+
+
 def test_rouge_is_a_mean_over_examples():
     # example 1 identical (F 1), example 2 disjoint (F 0) -> 50
     m = M.automatic_metrics(["good day", "red car"], ["good day", "blue sky"])

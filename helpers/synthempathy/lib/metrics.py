@@ -7,7 +7,7 @@ Protocol (PAPER.md section 6): every metric reads the lower-cased tokens of NLTK
 - Dist-1/2: distinct n-grams / all n-grams over all predictions (n-grams never cross two predictions).
 - ROUGE-1/2/L: mean over examples of rouge-score's sentence F-measure, no stemming, on the authors'
   normalisation of the joined tokens: lower-case, punctuation to spaces, whole-word a/an/the removed,
-  whitespace split.
+  split on spaces, so that a side with no word left is one empty token (`tokens.normalize_for_rouge`).
 - F1: corpus unigram F1 of multiset overlaps, P = sum overlap / sum pred tokens, R = sum overlap / sum gold.
 - All of these x100; `length` is the mean number of prediction tokens (not scaled).
 
