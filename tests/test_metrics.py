@@ -121,13 +121,22 @@ def test_tokenize_equals_nltk_word_tokenize_on_ed_valid(punkt_tab_from_bundled_p
 
 
 def test_dist_counts_ngrams_within_predictions():
-    # tokens [a b a], [b c]: unigrams 5, distinct {a, b, c} = 3 -> 60;
+    # tokens [a b a], [b c]: unigrams 5, distinct {a, b, c} = 3 -> ~60;
     # bigrams (a b), (b a), (b c) = 3 distinct of 3 -> 100 ("a b" across the two texts is not a bigram)
     m = M.automatic_metrics(["a b a", "b c"], ["x", "y"])
-    assert m["dist1"] == pytest.approx(60.0)
+    assert m["dist1"] == pytest.approx(60.0, abs=1e-3)
     assert m["dist2"] == pytest.approx(100.0)
-    # tokens [a a b], [c]: distinct 3 of 4 unigrams -> 75
-    assert M.automatic_metrics(["a a b", "c"], ["x", "y"])["dist1"] == pytest.approx(75.0)
+    # tokens [a a b], [c]: distinct 3 of 4 unigrams -> ~75
+    assert M.automatic_metrics(["a a b", "c"], ["x", "y"])["dist1"] == pytest.approx(75.0, abs=1e-3)
+
+
+def test_dist_adds_the_authors_epsilon():
+    # both counts start at 1e-5: [a b a], [b c] -> (3 + 1e-5) / (5 + 1e-5) = 0.6 + 4e-6 / 5.00001
+    m = M.automatic_metrics(["a b a", "b c"], ["x", "y"])
+    assert m["dist1"] == pytest.approx(100 * (0.6 + 4e-6 / 5.00001), rel=1e-12)
+    # no bigram anywhere: 1e-5 / 1e-5 = 1 -> 100, not 0
+    assert M.automatic_metrics(["yes", "no"], ["x", "y"])["dist2"] == 100.0
+    assert M.distinct_n(["yes", "no"], 2) == 100.0
 
 
 def test_bleu_single_pair_with_brevity_penalty():
@@ -219,7 +228,10 @@ def test_returns_every_key_as_float():
 
 
 def test_empty_prediction_scores_zero():
-    assert set(M.automatic_metrics([""], ["hello there"]).values()) == {0.0}
+    m = M.automatic_metrics([""], ["hello there"])
+    # Dist of a corpus without n-grams is 1e-5 / 1e-5 (see test_dist_adds_the_authors_epsilon)
+    assert (m.pop("dist1"), m.pop("dist2")) == (100.0, 100.0)
+    assert set(m.values()) == {0.0}
 
 
 def test_bleu_without_any_unigram_match_is_zero():
@@ -238,11 +250,12 @@ def test_empty_prediction_still_counts_in_bleu_denominators():
 
 
 def test_single_token_prediction():
-    # p1 = 1, p2..p4 smoothed to 1e-12: BLEU-2 = (1e-12)^(1/2) = 1e-6, x100; no bigram anywhere: Dist-2 = 0
+    # p1 = 1, p2..p4 smoothed to 1e-12: BLEU-2 = (1e-12)^(1/2) = 1e-6, x100; no bigram anywhere: Dist-2 =
+    # 1e-5 / 1e-5 -> 100 (the authors' epsilon)
     m = M.automatic_metrics(["yes"], ["yes"])
     assert m["bleu1"] == pytest.approx(100.0)
     assert m["bleu2"] == pytest.approx(1e-4)
-    assert (m["dist1"], m["dist2"], m["rouge1"], m["rouge2"], m["f1"]) == (100.0, 0.0, 100.0, 0.0, 100.0)
+    assert (m["dist1"], m["dist2"], m["rouge1"], m["rouge2"], m["f1"]) == (100.0, 100.0, 100.0, 0.0, 100.0)
 
 
 def test_mismatched_or_empty_lists_raise():

@@ -4,7 +4,8 @@ Protocol (PAPER.md section 6): every metric reads the lower-cased tokens of NLTK
 
 - BLEU-1..4: nltk corpus BLEU, cumulative uniform weights (BLEU-n uses (1/n,)*n),
   `SmoothingFunction(epsilon=1e-12).method1`, one reference per hypothesis.
-- Dist-1/2: distinct n-grams / all n-grams over all predictions (n-grams never cross two predictions).
+- Dist-1/2: (distinct n-grams + 1e-5) / (all n-grams + 1e-5) over all predictions (n-grams never cross two
+  predictions); the authors' 1e-5 makes a corpus with no n-gram at all score 100.
 - ROUGE-1/2/L: mean over examples of rouge-score's sentence F-measure, no stemming, on the authors'
   normalisation of the joined tokens: lower-case, punctuation to spaces, whole-word a/an/the removed,
   split on spaces, so that a side with no word left is one empty token (`tokens.normalize_for_rouge`).
@@ -13,9 +14,9 @@ Protocol (PAPER.md section 6): every metric reads the lower-cased tokens of NLTK
 
 Edge cases: an empty prediction has no tokens; as in nltk it still adds 1 to every BLEU n-gram
 denominator (nltk's `max(1, count)`) and 0 to hyp length, and scores 0 for ROUGE and overlap. A corpus of
-empty predictions scores 0 everywhere. A single-token prediction has no bigrams, so it only adds to unigram
-statistics; a corpus of single-token predictions gets BLEU-2..4 from the 1e-12 smoothing alone (BLEU-2 =
-1e-6, i.e. 1e-4 after x100; BLEU-3, -4 smaller) and Dist-2 = 0.
+empty predictions scores 0 on BLEU and overlap and 100 on Dist. A single-token prediction has no bigrams, so
+it only adds to unigram statistics; a corpus of single-token predictions gets BLEU-2..4 from the 1e-12
+smoothing alone (BLEU-2 = 1e-6, i.e. 1e-4 after x100; BLEU-3, -4 smaller) and Dist-2 = 100.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ BLEU_WEIGHTS = tuple((1.0 / n,) * n for n in range(1, 5))
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 SIZE_DEPENDENT = ("dist1", "dist2")  # figures that change with corpus size itself
 _SMOOTHING = SmoothingFunction(epsilon=1e-12).method1
+DIST_EPSILON = 1e-5  # the authors start both Dist counters at 1e-5
 
 
 class _RougeTokenizer:
@@ -149,11 +151,14 @@ def _bleu(num: Sequence[int], den: Sequence[int], hyp_len: int, ref_len: int) ->
     return out
 
 
+def _dist_ratio(distinct: int, total: int) -> float:
+    # the authors' Dist: both counts start at 1e-5, so a corpus without any n-gram scores 1, not 0
+    return (distinct + DIST_EPSILON) / (total + DIST_EPSILON)
+
+
 def _distinct(ids: np.ndarray, owner: np.ndarray, vocab: int, weights: np.ndarray, total: int) -> float:
-    if total == 0:
-        return 0.0
     present = np.bincount(ids[weights[owner] > 0], minlength=vocab)
-    return int(np.count_nonzero(present)) / total
+    return _dist_ratio(int(np.count_nonzero(present)), total)
 
 
 def _f1(overlap: int, pred_len: int, gold_len: int) -> float:
@@ -182,9 +187,9 @@ def corpus_metrics(stats: ExampleStats, weights: np.ndarray | None = None) -> di
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Corpus Dist-n x 100 of raw texts: distinct n-grams over all n-grams, on the metric tokens."""
+    """Corpus Dist-n x 100 of raw texts on the metric tokens, the same figure as `automatic_metrics`' Dist."""
     grams = [tuple(tok[i: i + n]) for tok in map(tokenize, texts) for i in range(len(tok) - n + 1)]
-    return 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+    return 100.0 * _dist_ratio(len(set(grams)), len(grams))
 
 
 def check_pair(predictions: Sequence[str], references: Sequence[str]) -> None:
