@@ -217,6 +217,13 @@ def test_unigram_f1_is_corpus_multiset_overlap():
     assert m["length"] == pytest.approx(2.0)
 
 
+def test_unigram_f1_adds_the_authors_epsilon():
+    # overlap, prediction and gold counts all start at 1e-8. No shared word: P = R = 1e-8 / (1 + 1e-8),
+    # F1 = P -> ~1e-6 after x100, not 0; everything empty: P = R = 1e-8 / 1e-8 = 1 -> 100
+    assert M.automatic_metrics(["x"], ["y"])["f1"] == pytest.approx(100 * 1e-8 / (1 + 1e-8), abs=1e-12)
+    assert M.automatic_metrics(["", ""], ["", ""])["f1"] == 100.0
+
+
 def test_returns_every_key_as_float():
     m = M.automatic_metrics(["hello there"], ["hello you"])
     assert tuple(m) == M.KEYS
@@ -229,8 +236,10 @@ def test_returns_every_key_as_float():
 
 def test_empty_prediction_scores_zero():
     m = M.automatic_metrics([""], ["hello there"])
-    # Dist of a corpus without n-grams is 1e-5 / 1e-5 (see test_dist_adds_the_authors_epsilon)
+    # Dist of a corpus without n-grams is 1e-5 / 1e-5 (see test_dist_adds_the_authors_epsilon); F1 is
+    # P = 1e-8 / 1e-8 = 1, R = 1e-8 / (2 + 1e-8): 2R / (1 + R) ~ 1e-8 (test_unigram_f1_adds_the_authors_epsilon)
     assert (m.pop("dist1"), m.pop("dist2")) == (100.0, 100.0)
+    assert m.pop("f1") == pytest.approx(100 * 1e-8, abs=1e-12)
     assert set(m.values()) == {0.0}
 
 

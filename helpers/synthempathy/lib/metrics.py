@@ -9,12 +9,14 @@ Protocol (PAPER.md section 6): every metric reads the lower-cased tokens of NLTK
 - ROUGE-1/2/L: mean over examples of rouge-score's sentence F-measure, no stemming, on the authors'
   normalisation of the joined tokens: lower-case, punctuation to spaces, whole-word a/an/the removed,
   split on spaces, so that a side with no word left is one empty token (`tokens.normalize_for_rouge`).
-- F1: corpus unigram F1 of multiset overlaps, P = sum overlap / sum pred tokens, R = sum overlap / sum gold.
+- F1: corpus unigram F1 of multiset overlaps, P = (sum overlap + 1e-8) / (sum pred tokens + 1e-8),
+  R = (sum overlap + 1e-8) / (sum gold tokens + 1e-8): the authors' 1e-8 gives F1 ~1e-8 (1e-6 after x100)
+  without any shared word, and 100 when predictions and golds are all empty.
 - All of these x100; `length` is the mean number of prediction tokens (not scaled).
 
 Edge cases: an empty prediction has no tokens; as in nltk it still adds 1 to every BLEU n-gram
 denominator (nltk's `max(1, count)`) and 0 to hyp length, and scores 0 for ROUGE and overlap. A corpus of
-empty predictions scores 0 on BLEU and overlap and 100 on Dist. A single-token prediction has no bigrams, so
+empty predictions scores 0 on BLEU, ~0 on F1 and 100 on Dist. A single-token prediction has no bigrams, so
 it only adds to unigram statistics; a corpus of single-token predictions gets BLEU-2..4 from the 1e-12
 smoothing alone (BLEU-2 = 1e-6, i.e. 1e-4 after x100; BLEU-3, -4 smaller) and Dist-2 = 100.
 """
@@ -50,6 +52,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 SIZE_DEPENDENT = ("dist1", "dist2")  # figures that change with corpus size itself
 _SMOOTHING = SmoothingFunction(epsilon=1e-12).method1
 DIST_EPSILON = 1e-5  # the authors start both Dist counters at 1e-5
+F1_EPSILON = 1e-8  # and all three unigram-F1 counters (overlap, prediction and gold tokens) at 1e-8
 
 
 class _RougeTokenizer:
@@ -162,9 +165,9 @@ def _distinct(ids: np.ndarray, owner: np.ndarray, vocab: int, weights: np.ndarra
 
 
 def _f1(overlap: int, pred_len: int, gold_len: int) -> float:
-    p = overlap / pred_len if pred_len else 0.0
-    r = overlap / gold_len if gold_len else 0.0
-    return 2 * p * r / (p + r) if p + r else 0.0
+    p = (overlap + F1_EPSILON) / (pred_len + F1_EPSILON)
+    r = (overlap + F1_EPSILON) / (gold_len + F1_EPSILON)
+    return 2 * p * r / (p + r)
 
 
 def corpus_metrics(stats: ExampleStats, weights: np.ndarray | None = None) -> dict[str, float]:
