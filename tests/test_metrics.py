@@ -133,7 +133,7 @@ def test_dist_counts_ngrams_within_predictions():
 def test_dist_adds_the_authors_epsilon():
     # both counts start at 1e-5: [a b a], [b c] -> (3 + 1e-5) / (5 + 1e-5) = 0.6 + 4e-6 / 5.00001
     m = M.automatic_metrics(["a b a", "b c"], ["x", "y"])
-    assert m["dist1"] == pytest.approx(100 * (0.6 + 4e-6 / 5.00001), rel=1e-12)
+    assert m["dist1"] == pytest.approx(100 * (0.6 + 4e-6 / 5.00001), abs=5e-7)  # 60.00008 after rounding
     # no bigram anywhere: 1e-5 / 1e-5 = 1 -> 100, not 0
     assert M.automatic_metrics(["yes", "no"], ["x", "y"])["dist2"] == 100.0
     assert M.distinct_n(["yes", "no"], 2) == 100.0
@@ -144,10 +144,18 @@ def test_bleu_single_pair_with_brevity_penalty():
     # p3 = p4 = 0/1 -> smoothed to 1e-12: BLEU-3 = e^-1 * (1e-12)^(1/3) = e^-1 * 1e-4, BLEU-4 = e^-1 * 1e-6
     m = M.automatic_metrics(["the cat"], ["the cat sat on"])
     e = math.exp(-1)
-    assert m["bleu1"] == pytest.approx(100 * e)
-    assert m["bleu2"] == pytest.approx(100 * e)
-    assert m["bleu3"] == pytest.approx(100 * e * 1e-4)
-    assert m["bleu4"] == pytest.approx(100 * e * 1e-6)
+    assert m["bleu1"] == pytest.approx(100 * e, abs=5e-7)  # figures are rounded to 6 decimals
+    assert m["bleu2"] == pytest.approx(100 * e, abs=5e-7)
+    assert m["bleu3"] == pytest.approx(100 * e * 1e-4, abs=5e-7)
+    assert m["bleu4"] == pytest.approx(100 * e * 1e-6, abs=5e-7)
+
+
+def test_figures_are_rounded_to_six_decimals():
+    # the authors report round(100 * v, 6): BLEU-4 above is 100 * e^-1 * 1e-6 = 3.6788e-5 -> 3.7e-5;
+    # length is ours and stays unrounded
+    assert M.automatic_metrics(["the cat"], ["the cat sat on"])["bleu4"] == 3.7e-5
+    assert M.automatic_metrics(["a b c"], ["a b c"])["length"] == 3.0
+    assert M.automatic_metrics(["a b", "c"], ["a b", "c"])["length"] == 1.5
 
 
 def test_bleu_sums_counts_over_the_corpus():
@@ -168,8 +176,8 @@ def test_bleu_matches_nltk_corpus_bleu():
     hyps, golds = [T.tokenize(p) for p in preds], [[T.tokenize(r)] for r in refs]
     smooth = SmoothingFunction(epsilon=1e-12).method1
     for n in range(1, 5):
-        assert m[f"bleu{n}"] == 100 * corpus_bleu(
-            golds, hyps, weights=(1 / n,) * n, smoothing_function=smooth
+        assert m[f"bleu{n}"] == round(
+            100 * corpus_bleu(golds, hyps, weights=(1 / n,) * n, smoothing_function=smooth), 6
         )
 
 
@@ -219,8 +227,8 @@ def test_unigram_f1_is_corpus_multiset_overlap():
 
 def test_unigram_f1_adds_the_authors_epsilon():
     # overlap, prediction and gold counts all start at 1e-8. No shared word: P = R = 1e-8 / (1 + 1e-8),
-    # F1 = P -> ~1e-6 after x100, not 0; everything empty: P = R = 1e-8 / 1e-8 = 1 -> 100
-    assert M.automatic_metrics(["x"], ["y"])["f1"] == pytest.approx(100 * 1e-8 / (1 + 1e-8), abs=1e-12)
+    # F1 = P -> 9.9999999e-7 after x100, 1e-6 rounded, not 0; everything empty: P = R = 1e-8 / 1e-8 -> 100
+    assert M.automatic_metrics(["x"], ["y"])["f1"] == 1e-6
     assert M.automatic_metrics(["", ""], ["", ""])["f1"] == 100.0
 
 

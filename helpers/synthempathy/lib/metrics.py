@@ -12,7 +12,8 @@ Protocol (PAPER.md section 6): every metric reads the lower-cased tokens of NLTK
 - F1: corpus unigram F1 of multiset overlaps, P = (sum overlap + 1e-8) / (sum pred tokens + 1e-8),
   R = (sum overlap + 1e-8) / (sum gold tokens + 1e-8): the authors' 1e-8 gives F1 ~1e-8 (1e-6 after x100)
   without any shared word, and 100 when predictions and golds are all empty.
-- All of these x100; `length` is the mean number of prediction tokens (not scaled).
+- All of these x100 and rounded to 6 decimals, as the authors report them; `length` is the mean number of
+  prediction tokens (not scaled, not rounded).
 
 Edge cases: an empty prediction has no tokens; as in nltk it still adds 1 to every BLEU n-gram
 denominator (nltk's `max(1, count)`) and 0 to hyp length, and scores 0 for ROUGE and overlap. A corpus of
@@ -53,6 +54,7 @@ SIZE_DEPENDENT = ("dist1", "dist2")  # figures that change with corpus size itse
 _SMOOTHING = SmoothingFunction(epsilon=1e-12).method1
 DIST_EPSILON = 1e-5  # the authors start both Dist counters at 1e-5
 F1_EPSILON = 1e-8  # and all three unigram-F1 counters (overlap, prediction and gold tokens) at 1e-8
+DECIMALS = 6  # the authors report round(100 * figure, 6)
 
 
 class _RougeTokenizer:
@@ -185,7 +187,8 @@ def corpus_metrics(stats: ExampleStats, weights: np.ndarray | None = None) -> di
     rouge = (w @ stats.rouge) / n
     out.update({t: 100 * float(v) for t, v in zip(ROUGE_TYPES, rouge)})
     out["f1"] = 100 * _f1(int(w @ stats.overlap), hyp_len, int(w @ stats.gold_len))
-    out["length"] = hyp_len / n
+    out = {k: round(v, DECIMALS) for k, v in out.items()}
+    out["length"] = hyp_len / n  # ours, not the authors': not rounded
     return out
 
 
