@@ -452,3 +452,36 @@ def test_score_file_missing_or_empty_file(tmp_path):
         M.score_file(tmp_path / "nope.jsonl")
     with pytest.raises(ValueError, match=r"e\.jsonl: no records"):
         M.score_file(write_jsonl(tmp_path / "e.jsonl", []))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parity with the authors' own evaluation code
+
+# Figures (x100) of the authors' `dialogue_evaluation` (Aurora-slz/Efficient-Empathy, empathy/metrics.py at
+# daa363b), run on the first 1,000 "response" fields of ../shared/ed/valid.jsonl with nltk 3.10.4 and a
+# punkt_tab/english directory written from tokens.py's parameters. "neighbour": the prediction for gold i is
+# gold i + 1 (the last takes the first); "constant": every prediction is CONSTANT_REPLY.
+CONSTANT_REPLY = "i am sorry to hear that ."
+AUTHORS_FIGURES_ED_VALID_1000 = {
+    "neighbour": {"bleu1": 15.697338, "bleu2": 4.972137, "bleu3": 2.214847, "bleu4": 1.270263,
+                  "dist1": 12.528935, "dist2": 57.517155, "rouge1": 10.772672, "rouge2": 1.311764,
+                  "rougeL": 9.683541, "f1": 15.697338},
+    "constant": {"bleu1": 9.150916, "bleu2": 2.81779, "bleu3": 1.514607, "bleu4": 1.019752,
+                 "dist1": 0.1, "dist2": 0.1, "rouge1": 12.573871, "rouge2": 1.366097,
+                 "rougeL": 11.290829, "f1": 16.308106},
+}
+
+
+@pytest.mark.needs_ed
+@pytest.mark.parametrize("construction", sorted(AUTHORS_FIGURES_ED_VALID_1000))
+def test_score_file_equals_the_authors_dialogue_evaluation(shared_ed, tmp_path, construction):
+    with (shared_ed / "valid.jsonl").open(encoding="utf-8") as f:
+        golds = [json.loads(line)["response"] for _, line in zip(range(1000), f)]
+    if construction == "neighbour":
+        preds = golds[1:] + golds[:1]
+    else:
+        preds = [CONSTANT_REPLY] * len(golds)
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prediction": p, "gold": g} for p, g in zip(preds, golds)])
+    ours = M.score_file(path)
+    expected = AUTHORS_FIGURES_ED_VALID_1000[construction]
+    assert {k: ours[k] for k in expected} == pytest.approx(expected, abs=1e-3)
