@@ -4,6 +4,7 @@ import json
 
 from synthempathy import evaluate
 from synthempathy.__main__ import main
+from synthempathy.lib import metrics as M
 
 
 def fake_results(diff_low, diff_high):
@@ -41,6 +42,8 @@ def test_metrics_cli_scores_any_prediction_file(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) >= {"bleu1", "bleu4", "dist1", "dist2", "rouge1", "rougeL", "f1", "length"}
     assert 0 < scores["bleu1"] < 100 and scores["length"] == 5.0
+    # the figures themselves (6 decimals, as the authors round), not a shorter print of them
+    assert scores == M.score_file(path, prediction_field="answer")
 
 
 def test_metrics_cli_names_file_line_and_field(tmp_path, capsys):

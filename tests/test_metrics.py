@@ -45,6 +45,14 @@ def test_tokenize_splits_sentences_before_word_tokenizing():
     assert nltk.word_tokenize("I did. It was fine.", preserve_line=True)[1] == "did."
 
 
+def test_tokenize_lowercases_before_sentence_splitting():
+    # the authors tokenize word_tokenize(text.lower()). "ok" is a Punkt abbreviation, after which Punkt
+    # breaks only before a word that looks like a sentence start: "I" does, "i" does not. Lower-cased first,
+    # "OK." is one token; lower-casing the tokens of the cased text would give "ok", "."
+    assert T.tokenize("OK. I hope so.") == ["ok.", "i", "hope", "so", "."]
+    assert [t.lower() for t in T.word_tokenize("OK. I hope so.")] == ["ok", ".", "i", "hope", "so", "."]
+
+
 def test_tokenize_keeps_known_abbreviation():
     # "mr" is in the English Punkt abbreviation list: no sentence break, so "mr." stays one token
     assert T.tokenize("Mr. Smith came. I left.") == ["mr.", "smith", "came", ".", "i", "left", "."]
@@ -75,7 +83,7 @@ def punkt_tab_from_bundled_params(tmp_path, monkeypatch):
 
 
 def nltk_tokens(text: str) -> list[str]:
-    return [t.lower() for t in nltk.word_tokenize(text)]
+    return nltk.word_tokenize(text.lower())  # the authors' metric tokens
 
 
 HAND_TEXTS = [
@@ -101,11 +109,11 @@ def test_tokenize_equals_nltk_word_tokenize_on_ed_valid(punkt_tab_from_bundled_p
     ours = [T.tokenize(t) for t in texts]
     differ = [i for i, (t, toks) in enumerate(zip(texts, ours)) if toks != nltk_tokens(t)]
     assert differ == []
-    # the figure the module docstring reports for the preserve_line=True shortcut
-    line = sum(
-        toks != [w.lower() for w in nltk.word_tokenize(t, preserve_line=True)] for t, toks in zip(texts, ours)
-    )
-    assert (len(texts), line) == (5738, 2038)
+    # the figures the module docstring reports: the preserve_line=True shortcut, and lower-casing the tokens
+    # of the cased text instead of the text
+    line = sum(toks != nltk.word_tokenize(t.lower(), preserve_line=True) for t, toks in zip(texts, ours))
+    after = sum(toks != [w.lower() for w in T.word_tokenize(t)] for t, toks in zip(texts, ours))
+    assert (len(texts), line, after) == (5738, 2033, 7)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -113,13 +121,22 @@ def test_tokenize_equals_nltk_word_tokenize_on_ed_valid(punkt_tab_from_bundled_p
 
 
 def test_dist_counts_ngrams_within_predictions():
-    # tokens [a b a], [b c]: unigrams 5, distinct {a, b, c} = 3 -> 60;
+    # tokens [a b a], [b c]: unigrams 5, distinct {a, b, c} = 3 -> ~60;
     # bigrams (a b), (b a), (b c) = 3 distinct of 3 -> 100 ("a b" across the two texts is not a bigram)
     m = M.automatic_metrics(["a b a", "b c"], ["x", "y"])
-    assert m["dist1"] == pytest.approx(60.0)
+    assert m["dist1"] == pytest.approx(60.0, abs=1e-3)
     assert m["dist2"] == pytest.approx(100.0)
-    # tokens [a a b], [c]: distinct 3 of 4 unigrams -> 75
-    assert M.automatic_metrics(["a a b", "c"], ["x", "y"])["dist1"] == pytest.approx(75.0)
+    # tokens [a a b], [c]: distinct 3 of 4 unigrams -> ~75
+    assert M.automatic_metrics(["a a b", "c"], ["x", "y"])["dist1"] == pytest.approx(75.0, abs=1e-3)
+
+
+def test_dist_adds_the_authors_epsilon():
+    # both counts start at 1e-5: [a b a], [b c] -> (3 + 1e-5) / (5 + 1e-5) = 0.6 + 4e-6 / 5.00001
+    m = M.automatic_metrics(["a b a", "b c"], ["x", "y"])
+    assert m["dist1"] == pytest.approx(100 * (0.6 + 4e-6 / 5.00001), abs=5e-7)  # 60.00008 after rounding
+    # no bigram anywhere: 1e-5 / 1e-5 = 1 -> 100, not 0
+    assert M.automatic_metrics(["yes", "no"], ["x", "y"])["dist2"] == 100.0
+    assert M.distinct_n(["yes", "no"], 2) == 100.0
 
 
 def test_bleu_single_pair_with_brevity_penalty():
@@ -127,10 +144,18 @@ def test_bleu_single_pair_with_brevity_penalty():
     # p3 = p4 = 0/1 -> smoothed to 1e-12: BLEU-3 = e^-1 * (1e-12)^(1/3) = e^-1 * 1e-4, BLEU-4 = e^-1 * 1e-6
     m = M.automatic_metrics(["the cat"], ["the cat sat on"])
     e = math.exp(-1)
-    assert m["bleu1"] == pytest.approx(100 * e)
-    assert m["bleu2"] == pytest.approx(100 * e)
-    assert m["bleu3"] == pytest.approx(100 * e * 1e-4)
-    assert m["bleu4"] == pytest.approx(100 * e * 1e-6)
+    assert m["bleu1"] == pytest.approx(100 * e, abs=5e-7)  # figures are rounded to 6 decimals
+    assert m["bleu2"] == pytest.approx(100 * e, abs=5e-7)
+    assert m["bleu3"] == pytest.approx(100 * e * 1e-4, abs=5e-7)
+    assert m["bleu4"] == pytest.approx(100 * e * 1e-6, abs=5e-7)
+
+
+def test_figures_are_rounded_to_six_decimals():
+    # the authors report round(100 * v, 6): BLEU-4 above is 100 * e^-1 * 1e-6 = 3.6788e-5 -> 3.7e-5;
+    # length is ours and stays unrounded
+    assert M.automatic_metrics(["the cat"], ["the cat sat on"])["bleu4"] == 3.7e-5
+    assert M.automatic_metrics(["a b c"], ["a b c"])["length"] == 3.0
+    assert M.automatic_metrics(["a b", "c"], ["a b", "c"])["length"] == 1.5
 
 
 def test_bleu_sums_counts_over_the_corpus():
@@ -151,8 +176,8 @@ def test_bleu_matches_nltk_corpus_bleu():
     hyps, golds = [T.tokenize(p) for p in preds], [[T.tokenize(r)] for r in refs]
     smooth = SmoothingFunction(epsilon=1e-12).method1
     for n in range(1, 5):
-        assert m[f"bleu{n}"] == 100 * corpus_bleu(
-            golds, hyps, weights=(1 / n,) * n, smoothing_function=smooth
+        assert m[f"bleu{n}"] == round(
+            100 * corpus_bleu(golds, hyps, weights=(1 / n,) * n, smoothing_function=smooth), 6
         )
 
 
@@ -173,6 +198,18 @@ def test_rouge_normalizes_articles_and_punctuation():
     assert m["rougeL"] == pytest.approx(200 / 3)
 
 
+def test_rouge_of_a_text_with_no_word_is_one_empty_token():
+    # the authors split " ".join(words) on " ": "" -> [""], not []. Two word-less texts then share that token:
+    # ROUGE-1 P = R = 1/1; ROUGE-2 has no bigram on either side: 0/max(0, 1) = 0; ROUGE-L LCS 1 of 1 -> 1
+    assert T.normalize_for_rouge("") == [""]
+    assert T.normalize_for_rouge("The ...") == [""]
+    m = M.automatic_metrics(["."], ["the!"])
+    assert (m["rouge1"], m["rouge2"], m["rougeL"]) == (100.0, 0.0, 100.0)
+    # against a real word the empty token matches nothing
+    m = M.automatic_metrics(["."], ["cat"])
+    assert (m["rouge1"], m["rouge2"], m["rougeL"]) == (0.0, 0.0, 0.0)
+
+
 def test_rouge_is_a_mean_over_examples():
     # example 1 identical (F 1), example 2 disjoint (F 0) -> 50
     m = M.automatic_metrics(["good day", "red car"], ["good day", "blue sky"])
@@ -188,6 +225,13 @@ def test_unigram_f1_is_corpus_multiset_overlap():
     assert m["length"] == pytest.approx(2.0)
 
 
+def test_unigram_f1_adds_the_authors_epsilon():
+    # overlap, prediction and gold counts all start at 1e-8. No shared word: P = R = 1e-8 / (1 + 1e-8),
+    # F1 = P -> 9.9999999e-7 after x100, 1e-6 rounded, not 0; everything empty: P = R = 1e-8 / 1e-8 -> 100
+    assert M.automatic_metrics(["x"], ["y"])["f1"] == 1e-6
+    assert M.automatic_metrics(["", ""], ["", ""])["f1"] == 100.0
+
+
 def test_returns_every_key_as_float():
     m = M.automatic_metrics(["hello there"], ["hello you"])
     assert tuple(m) == M.KEYS
@@ -199,7 +243,12 @@ def test_returns_every_key_as_float():
 
 
 def test_empty_prediction_scores_zero():
-    assert set(M.automatic_metrics([""], ["hello there"]).values()) == {0.0}
+    m = M.automatic_metrics([""], ["hello there"])
+    # Dist of a corpus without n-grams is 1e-5 / 1e-5 (see test_dist_adds_the_authors_epsilon); F1 is
+    # P = 1e-8 / 1e-8 = 1, R = 1e-8 / (2 + 1e-8): 2R / (1 + R) ~ 1e-8 (test_unigram_f1_adds_the_authors_epsilon)
+    assert (m.pop("dist1"), m.pop("dist2")) == (100.0, 100.0)
+    assert m.pop("f1") == pytest.approx(100 * 1e-8, abs=1e-12)
+    assert set(m.values()) == {0.0}
 
 
 def test_bleu_without_any_unigram_match_is_zero():
@@ -218,11 +267,12 @@ def test_empty_prediction_still_counts_in_bleu_denominators():
 
 
 def test_single_token_prediction():
-    # p1 = 1, p2..p4 smoothed to 1e-12: BLEU-2 = (1e-12)^(1/2) = 1e-6, x100; no bigram anywhere: Dist-2 = 0
+    # p1 = 1, p2..p4 smoothed to 1e-12: BLEU-2 = (1e-12)^(1/2) = 1e-6, x100; no bigram anywhere: Dist-2 =
+    # 1e-5 / 1e-5 -> 100 (the authors' epsilon)
     m = M.automatic_metrics(["yes"], ["yes"])
     assert m["bleu1"] == pytest.approx(100.0)
     assert m["bleu2"] == pytest.approx(1e-4)
-    assert (m["dist1"], m["dist2"], m["rouge1"], m["rouge2"], m["f1"]) == (100.0, 0.0, 100.0, 0.0, 100.0)
+    assert (m["dist1"], m["dist2"], m["rouge1"], m["rouge2"], m["f1"]) == (100.0, 100.0, 100.0, 0.0, 100.0)
 
 
 def test_mismatched_or_empty_lists_raise():
@@ -402,3 +452,36 @@ def test_score_file_missing_or_empty_file(tmp_path):
         M.score_file(tmp_path / "nope.jsonl")
     with pytest.raises(ValueError, match=r"e\.jsonl: no records"):
         M.score_file(write_jsonl(tmp_path / "e.jsonl", []))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parity with the authors' own evaluation code
+
+# Figures (x100) of the authors' `dialogue_evaluation` (Aurora-slz/Efficient-Empathy, empathy/metrics.py at
+# daa363b), run on the first 1,000 "response" fields of ../shared/ed/valid.jsonl with nltk 3.10.4 and a
+# punkt_tab/english directory written from tokens.py's parameters. "neighbour": the prediction for gold i is
+# gold i + 1 (the last takes the first); "constant": every prediction is CONSTANT_REPLY.
+CONSTANT_REPLY = "i am sorry to hear that ."
+AUTHORS_FIGURES_ED_VALID_1000 = {
+    "neighbour": {"bleu1": 15.697338, "bleu2": 4.972137, "bleu3": 2.214847, "bleu4": 1.270263,
+                  "dist1": 12.528935, "dist2": 57.517155, "rouge1": 10.772672, "rouge2": 1.311764,
+                  "rougeL": 9.683541, "f1": 15.697338},
+    "constant": {"bleu1": 9.150916, "bleu2": 2.81779, "bleu3": 1.514607, "bleu4": 1.019752,
+                 "dist1": 0.1, "dist2": 0.1, "rouge1": 12.573871, "rouge2": 1.366097,
+                 "rougeL": 11.290829, "f1": 16.308106},
+}
+
+
+@pytest.mark.needs_ed
+@pytest.mark.parametrize("construction", sorted(AUTHORS_FIGURES_ED_VALID_1000))
+def test_score_file_equals_the_authors_dialogue_evaluation(shared_ed, tmp_path, construction):
+    with (shared_ed / "valid.jsonl").open(encoding="utf-8") as f:
+        golds = [json.loads(line)["response"] for _, line in zip(range(1000), f)]
+    if construction == "neighbour":
+        preds = golds[1:] + golds[:1]
+    else:
+        preds = [CONSTANT_REPLY] * len(golds)
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prediction": p, "gold": g} for p, g in zip(preds, golds)])
+    ours = M.score_file(path)
+    expected = AUTHORS_FIGURES_ED_VALID_1000[construction]
+    assert {k: ours[k] for k in expected} == pytest.approx(expected, abs=1e-3)

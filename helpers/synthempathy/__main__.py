@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
-            print(json.dumps({k: round(v, 4) for k, v in scores.items()}, indent=2))
+            print(json.dumps(scores, indent=2))  # already rounded to 6 decimals, as the authors print them
         elif args.command == "fidelity":
             from .lib import fidelity
 

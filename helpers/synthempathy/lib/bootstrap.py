@@ -4,7 +4,8 @@ Bootstrap. Corpus metrics are not means over examples, so a resample must recomp
 average per-example scores. Each text is tokenized once into per-example sufficient statistics (BLEU clipped
 n-gram counts and lengths, n-gram ids, ROUGE F-measures, overlaps); a resample is a vector of multiplicities
 and every corpus figure comes from weighted sums of those statistics: the same figures as running the
-metric on the resampled lists (tests check this, and BLEU against nltk `corpus_bleu` bit for bit).
+metric on the resampled lists (tests check this, and BLEU against nltk `corpus_bleu`, both rounded to
+6 decimals as the authors round).
 Dist-n is the exception: a bootstrap draw that repeats an example repeats all of its n-grams, so Dist
 collapses under resampling with replacement (100 ED responses: Dist-2 82.5, bootstrap 95% interval
 48.7..61.5, which excludes it). Dist intervals come from half-samples drawn without replacement (delete-d

@@ -1,21 +1,22 @@
 """The authors' automatic metrics for generated listener turns (intervals: bootstrap.py; tokens: tokens.py).
 
-Protocol (PAPER.md section 6): every metric reads the lower-cased tokens of NLTK's `word_tokenize`.
-
+Protocol: the authors' `dialogue_evaluation` (PAPER.md section 6) on the tokens of `tokens.tokenize`, NLTK's
+`word_tokenize` of the lower-cased text; every figure x100 and rounded to 6 decimals, as they report them.
 - BLEU-1..4: nltk corpus BLEU, cumulative uniform weights (BLEU-n uses (1/n,)*n),
   `SmoothingFunction(epsilon=1e-12).method1`, one reference per hypothesis.
-- Dist-1/2: distinct n-grams / all n-grams over all predictions (n-grams never cross two predictions).
-- ROUGE-1/2/L: mean over examples of rouge-score's sentence F-measure, no stemming, on the authors'
-  normalisation of the joined tokens: lower-case, punctuation to spaces, whole-word a/an/the removed,
-  whitespace split.
-- F1: corpus unigram F1 of multiset overlaps, P = sum overlap / sum pred tokens, R = sum overlap / sum gold.
-- All of these x100; `length` is the mean number of prediction tokens (not scaled).
-
-Edge cases: an empty prediction has no tokens; as in nltk it still adds 1 to every BLEU n-gram
-denominator (nltk's `max(1, count)`) and 0 to hyp length, and scores 0 for ROUGE and overlap. A corpus of
-empty predictions scores 0 everywhere. A single-token prediction has no bigrams, so it only adds to unigram
-statistics; a corpus of single-token predictions gets BLEU-2..4 from the 1e-12 smoothing alone (BLEU-2 =
-1e-6, i.e. 1e-4 after x100; BLEU-3, -4 smaller) and Dist-2 = 0.
+- Dist-1/2: (distinct n-grams + 1e-5) / (all n-grams + 1e-5) over all predictions (n-grams never cross two).
+- ROUGE-1/2/L: mean over examples of rouge-score's F-measure, no stemming, on `tokens.normalize_for_rouge`
+  of the joined tokens (articles and punctuation dropped; a side with no word left is one empty token).
+- F1: corpus unigram F1 of multiset overlaps: P = (overlap + 1e-8) / (prediction tokens + 1e-8) and
+  R = (overlap + 1e-8) / (gold tokens + 1e-8), each count summed over the corpus.
+- `length` (ours): mean number of prediction tokens, neither scaled nor rounded.
+Checked against their code run from their repository (nltk 3.10.4): neighbour-gold and constant-reply
+predictions on their preprocessed ED test file and on 1,000 ED valid responses give the same 40 figures to
+the 6th decimal (tests/test_metrics.py holds the ED valid ones).
+Edge cases, all as theirs: an empty prediction still adds 1 to every BLEU n-gram denominator (nltk's
+`max(1, count)`) and scores ROUGE 0 against a gold with words; the epsilons give Dist 100 to a corpus without n-grams (e.g. Dist-2
+of single-token predictions), F1 100 to an all-empty corpus and F1 ~1e-6 when no word is shared; single-token
+predictions get BLEU-2..4 from the 1e-12 smoothing alone (BLEU-2 = 1e-6, i.e. 1e-4 after x100).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from nltk.translate.bleu_score import (
@@ -48,17 +50,16 @@ BLEU_WEIGHTS = tuple((1.0 / n,) * n for n in range(1, 5))
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 SIZE_DEPENDENT = ("dist1", "dist2")  # figures that change with corpus size itself
 _SMOOTHING = SmoothingFunction(epsilon=1e-12).method1
-
-
-class _RougeTokenizer:
-    # rouge-score calls .tokenize(text) on each side; its default tokenizer would also drop non-alphanumerics
-    def tokenize(self, text: str) -> list[str]:
-        return normalize_for_rouge(text)
+DIST_EPSILON = 1e-5  # the authors start both Dist counters at 1e-5
+F1_EPSILON = 1e-8  # and all three unigram-F1 counters (overlap, prediction and gold tokens) at 1e-8
+DECIMALS = 6  # the authors report round(100 * figure, 6)
 
 
 @cache
 def _rouge_scorer() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=_RougeTokenizer())
+    # rouge-score only calls .tokenize(text) on each side; its default would also drop non-alphanumerics
+    tokenizer = SimpleNamespace(tokenize=normalize_for_rouge)
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=tokenizer)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,10 +106,7 @@ def _distinct_ngram_ids(preds: list[list[str]], n: int) -> tuple[np.ndarray, np.
 
 def example_stats(preds: list[list[str]], refs: list[list[str]]) -> ExampleStats:
     """Per-example statistics from already tokenized predictions and references."""
-    if len(preds) != len(refs):
-        raise ValueError(f"{len(preds)} predictions but {len(refs)} references")
-    if not preds:
-        raise ValueError("no predictions to score")
+    check_pair(preds, refs)
     scorer = _rouge_scorer()
     num, den, rouge, overlap = [], [], [], []
     for pred, ref in zip(preds, refs):
@@ -149,17 +147,20 @@ def _bleu(num: Sequence[int], den: Sequence[int], hyp_len: int, ref_len: int) ->
     return out
 
 
+def _dist_ratio(distinct: int, total: int) -> float:
+    # the authors' Dist: both counts start at 1e-5, so a corpus without any n-gram scores 1, not 0
+    return (distinct + DIST_EPSILON) / (total + DIST_EPSILON)
+
+
 def _distinct(ids: np.ndarray, owner: np.ndarray, vocab: int, weights: np.ndarray, total: int) -> float:
-    if total == 0:
-        return 0.0
     present = np.bincount(ids[weights[owner] > 0], minlength=vocab)
-    return int(np.count_nonzero(present)) / total
+    return _dist_ratio(int(np.count_nonzero(present)), total)
 
 
 def _f1(overlap: int, pred_len: int, gold_len: int) -> float:
-    p = overlap / pred_len if pred_len else 0.0
-    r = overlap / gold_len if gold_len else 0.0
-    return 2 * p * r / (p + r) if p + r else 0.0
+    p = (overlap + F1_EPSILON) / (pred_len + F1_EPSILON)
+    r = (overlap + F1_EPSILON) / (gold_len + F1_EPSILON)
+    return 2 * p * r / (p + r)
 
 
 def corpus_metrics(stats: ExampleStats, weights: np.ndarray | None = None) -> dict[str, float]:
@@ -177,14 +178,15 @@ def corpus_metrics(stats: ExampleStats, weights: np.ndarray | None = None) -> di
     rouge = (w @ stats.rouge) / n
     out.update({t: 100 * float(v) for t, v in zip(ROUGE_TYPES, rouge)})
     out["f1"] = 100 * _f1(int(w @ stats.overlap), hyp_len, int(w @ stats.gold_len))
-    out["length"] = hyp_len / n
+    out = {k: round(v, DECIMALS) for k, v in out.items()}
+    out["length"] = hyp_len / n  # ours, not the authors': not rounded
     return out
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Corpus Dist-n x 100 of raw texts: distinct n-grams over all n-grams, on the metric tokens."""
+    """Corpus Dist-n x 100 of raw texts on the metric tokens, the same figure as `automatic_metrics`' Dist."""
     grams = [tuple(tok[i: i + n]) for tok in map(tokenize, texts) for i in range(len(tok) - n + 1)]
-    return 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+    return 100.0 * _dist_ratio(len(set(grams)), len(grams))
 
 
 def check_pair(predictions: Sequence[str], references: Sequence[str]) -> None:
