@@ -131,6 +131,7 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
         return []
     scored = store.read("02_quality", "scored.jsonl")
     ed_records = store.read("00_data", "train.jsonl")
+    system, transcript = sft.arm_input(cfg)
     emb = embedder(cfg, store)
     records = eval_records(cfg, store)
     rows = []
@@ -141,7 +142,6 @@ def sweep(cfg, store, progress: bool = True) -> list[dict]:
         items, _ = sft.training_items(ed_records, chosen, cfg.seed)
         name = f"sweep_{param}_{value:g}"
         folder = store.work_dir("05_evaluate") / "sweep" / name
-        system, transcript = sft.arm_input(cfg)
         sft.train_lora(sub, items, folder, store.work_dir("05_evaluate") / "sweep" / f"{name}.ckpt",
                        name=name, system=system, transcript=transcript)
         preds = predict(cfg, store, name, str(folder), records, progress)

@@ -73,8 +73,8 @@ def score(cfg, store, disc_spec: str, progress: bool = True) -> list[dict]:
             for ex, ans, s in zip(examples, answers, sims)]
 
 
-def select(cfg, store, disc: str, scored: list[dict]) -> dict:
-    """Keep S >= T; write scored.jsonl, selected.jsonl and summary.json."""
+def select(cfg, store, disc: str, scored: list[dict]) -> tuple[list[dict], dict]:
+    """Keep S >= T; write scored.jsonl, selected.jsonl and summary.json; return the kept rows and the summary."""
     selected = select_quality(scored, cfg.threshold, cfg.similarity_cut)
     if not selected:
         best = max((r["similarity"] for r in scored), default=None)
@@ -93,7 +93,7 @@ def select(cfg, store, disc: str, scored: list[dict]) -> dict:
         "histogram": dict(sorted(Counter(int(min(max(s, 0), 99.999) // 10) * 10 for s in sims).items())),
     }
     write_json(store.path("02_quality", "summary.json"), summary)
-    return summary
+    return selected, summary
 
 
 def judge(cfg, store, scored: list[dict], selected_ids: set[str], progress: bool = True) -> dict:
@@ -117,9 +117,8 @@ def run_stage(cfg, store, progress: bool = True) -> dict:
     verdict}, where discriminator is M_D's training record (empty when `disc_checkpoint` is used)."""
     disc = train_discriminator(cfg, store)
     scored = score(cfg, store, disc, progress)
-    selection = select(cfg, store, disc, scored)
-    judged = judge(cfg, store, scored, {r["id"] for r in select_quality(scored, cfg.threshold, cfg.similarity_cut)},
-                   progress)
+    selected, selection = select(cfg, store, disc, scored)
+    judged = judge(cfg, store, scored, {r["id"] for r in selected}, progress)
     marker = store.path("02_quality", DISCRIMINATOR) / sft.COMPLETED
     return {"selection": selection, "discriminator": read_json(marker) if not cfg.disc_checkpoint else {},
             "judge": judged, "verdict": judging.sanity_verdict(judged, cfg.judge_model)}
