@@ -8,7 +8,8 @@ from pathlib import Path
 SHRUNK = {"gen_max_seeds": 10, "gen_max_new_tokens": 96, "gen_batch_size": 4, "threshold": 30.0,
           "disc_max_new_tokens": 32, "sanity_pairs": 4, "max_steps": 3, "train_batch_size": 2, "max_length": 128,
           "train_eval_records": 8, "max_eval_records": 6, "eval_max_new_tokens": 16,
-          "bootstrap_resamples": 50}
+          "bootstrap_resamples": 50,
+          "train_seeds": [0, 1], "ab_records": 4}
 GUARD = Path(__file__).parent / "offline"
 # The files whose bytes must not depend on anything but the seed: the two selections and the metrics.
 COMPARED = ["02_quality/selected.jsonl", "03_diversity/selected.jsonl", "05_evaluate/results.json"]

@@ -9,7 +9,7 @@ import papermill as pm
 import pytest
 from authors_fixture import write_clone
 
-from synthempathy import data, diversity, generate, quality, runner
+from synthempathy import data, diversity, finetune, generate, quality, runner
 from synthempathy.config import ConfigError, load_config
 from synthempathy.lib import authors
 from synthempathy.lib.authors import AuthorsTextError
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed"
 CALLS = {"00_data": [data.run_stage], "01_generate": [generate.run_stage],
-         "02_quality": [quality.run_stage], "03_diversity": [diversity.run_stage]}
+         "02_quality": [quality.run_stage], "03_diversity": [diversity.run_stage], "04_finetune": [finetune.run_stage]}
 
 
 # -- ways to break things: each returns extra overrides (or None) ---------------------------------------------
@@ -140,6 +140,16 @@ CASES = [
     ("a local clone of the authors' scripts that is not there",
      lambda t, s, m: authors_switches(m, t / "no-clone"), "01_generate", AuthorsTextError,
      ["authors_source", "no-clone", "no such folder"]),
+    ("no training seed", lambda t, s, m: {"train_seeds": []}, "runner", ConfigError,
+     ["train_seeds", "at least one seed", "tiny.yaml"]),
+    ("an arm that does not exist", lambda t, s, m: {"arms": ["ed", "synth_empathi"]}, "runner", ConfigError,
+     ["arms", "synth_empathi", "ed_plus_random", "tiny.yaml"]),
+    ("an A/B pair naming an arm that is not trained",
+     lambda t, s, m: {"ab_pairs": ["synth_empathy:ed_plus_all"]}, "runner", ConfigError,
+     ["ab_pairs", "ed_plus_all", "not trained", "tiny.yaml"]),
+    ("a sweep point that keeps nothing for its random control to match",
+     lambda t, s, m: {"sweep_thresholds": [99.5]}, "04_finetune", ConfigError,
+     ["sweep_thresholds", "profile tiny", "threshold=99.5", "keeps no synthetic example"]),
     ("notebook parameter of the wrong type",
      lambda t, s, m: {"papermill": {"overrides": "max_steps=3"}}, "papermill", ConfigError,
      ["parameters cell", "`overrides` must be a dict", "max_steps=3"]),

@@ -19,10 +19,9 @@ import psutil
 import pytest
 from chain import COMPARED, no_network, overrides_for
 
-from synthempathy import evaluate, plots, runner
-from synthempathy.config import load_config
+from synthempathy import plots, runner
 from synthempathy.lib import sft
-from synthempathy.store import STAGES, RunStore, read_jsonl
+from synthempathy.store import STAGES, read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -45,32 +44,41 @@ def test_whole_chain_runs_offline_then_is_up_to_date(reference, tmp_path):
     assert [ln.split(":")[0] for ln in lines if ": done in" in ln] == [f"[{i}/6] {s}" for i, s in enumerate(STAGES, 1)]
     assert not log.exists(), f"the chain tried to reach the network:\n{log.read_text()}"
     results = json.loads(store.path("05_evaluate", "results.json").read_text())
-    assert set(results["arms"]) == {"base", "ed", "synth_empathy"}
+    assert set(results["arms"]) == {"base", "ed", "synth_empathy", "ed_plus_random"}
     for arm in results["arms"].values():
         for key, (point, low, high) in arm["figures"].items():
             assert low <= point + 1e-9 and point <= high + 1e-9, key
-    assert "synth_empathy_minus_ed" in results
     d_a = read_jsonl(store.path("03_diversity", "selected.jsonl"))
-    assert results["arms"]["synth_empathy"]["synthetic_examples"] == len(d_a) > 0
+    for arm in ("synth_empathy", "ed_plus_random"):
+        assert results["arms"][arm]["synthetic_examples"] == len(d_a) > 0
+        # every seed was trained and its consumption counted (3 steps of 2 examples here)
+        assert sorted(results["arms"][arm]["consumed"]) == ["0", "1"]
+        assert all(sum(c.values()) == 6 for c in results["arms"][arm]["consumed"].values())
+    assert set(results["comparisons"]) == {"synth_empathy - ed", "synth_empathy - ed_plus_random"}
+    for diff in results["comparisons"].values():
+        assert all(d["detectable"] >= 0 and d["low"] <= d["high"] for d in diff.values())
+    assert set(results["ab"]) == {"synth_empathy vs ed", "synth_empathy vs ed_plus_random"}
+    for ab in results["ab"].values():
+        for c in ("naturalness", "coherence", "empathy"):
+            assert ab[c]["pairs"] == 4 * 2 and abs(ab[c]["win"][0] + ab[c]["tie"][0] + ab[c]["lose"][0] - 1) < 1e-3
     assert (store.root / "report" / "index.html").read_text().count(".html\">") == 6
-    assert json.loads((store.root / "04_finetune" / "ed" / "completed.json").read_text())["name"].startswith("discriminator")
+    for seed in (0, 1):
+        assert (store.root / "05_evaluate" / "predictions" / f"ed_plus_random.seed-{seed}.jsonl").exists()
+    assert json.loads((store.root / "04_finetune" / "ed" / "seed-0" / "completed.json").read_text())["name"].startswith("discriminator")
 
     again = []
     runner.run("tiny", overrides, echo=again.append)
     assert [ln for ln in again if "skipped" in ln] == [f"[{i}/6] {s}: up to date, skipped" for i, s in enumerate(STAGES, 1)]
 
-    # the quantity-quality sweep reuses the run's artifacts (on a copy): one threshold and one K-center ratio
-    mine = overrides_for(tmp_path)
+    # the quantity-quality sweep (on a copy): adding a point trains only its adapters, selected and random
+    mine = {**overrides_for(tmp_path), "sweep_thresholds": [20.0]}
     shutil.copytree(store.root, Path(mine["run_root"]) / "tiny")
-    cfg = load_config("tiny", {**mine, "sweep_thresholds": [30.0], "sweep_ratios": [0.5]})
-    store = RunStore(cfg.run_dir)
-    rows = evaluate.sweep(cfg, store, progress=False)
-    assert [(r["param"], r["value"]) for r in rows] == [("threshold", 30.0), ("kcenter_ratio", 0.5)]
-    assert rows[0]["synthetic"] == len(d_a) and rows[1]["synthetic"] == max(1, round(0.5 * len(read_jsonl(
-        store.path("02_quality", "selected.jsonl")))))
-    n_ed = len(read_jsonl(store.path("00_data", "train.jsonl")))
-    assert all(0 <= r["bleu1"] <= 100 and r["train_examples"] == r["synthetic"] + n_ed for r in rows)
-    assert json.loads(store.path("05_evaluate", "sweep.json").read_text()) == rows
+    store = runner.run("tiny", mine, start="04", echo=lambda _: None)
+    rows = json.loads(store.path("05_evaluate", "results.json").read_text())["sweep"]
+    point = {r["kind"]: r for r in rows if r["value"] == 20.0}
+    assert set(point) == {"selected", "random"} and point["selected"]["synthetic"] == point["random"]["synthetic"] > 0
+    assert {r["name"] for r in rows if r["param"] == "profile"} == {"ed", "synth_empathy", "ed_plus_random"}
+    assert all(r["figures"]["bleu1"][1] <= r["figures"]["bleu1"][0] <= r["figures"]["bleu1"][2] for r in rows)
     plots.sweep_tradeoff(rows, "test", tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 5_000
 
@@ -98,7 +106,7 @@ MILESTONES = {
         "a batch of judge scores is cached": lambda r: _lines(r / "02_quality/_work/judge.cache.jsonl") >= 1,
     },
     "04_finetune": {"a synth_empathy checkpoint is saved":
-                    lambda r: sft.last_checkpoint(r / "04_finetune/_work/synth_empathy") is not None},
+                    lambda r: sft.last_checkpoint(r / "04_finetune/_work/synth_empathy/seed-0") is not None},
 }
 
 

@@ -58,3 +58,24 @@ def test_profiles_only_use_schema_keys():
 
     for path in CONFIG_DIR.glob("*.yaml"):
         assert set(yaml.safe_load(path.read_text())) <= set(Config.model_fields), path
+
+
+@pytest.mark.parametrize("profile", ["tiny", "small", "paper"])
+def test_every_profile_trains_the_random_control_and_compares_it(profile):
+    cfg = load_config(profile)
+    assert {"ed", "synth_empathy", "ed_plus_random"} <= set(cfg.arms) and cfg.train_seeds
+    assert ("synth_empathy", "ed_plus_random") in cfg.ab_comparisons and ("synth_empathy", "ed") in cfg.ab_comparisons
+    assert cfg.max_steps is None, "every adapter makes full passes over its own data"
+
+
+def test_small_and_paper_run_the_full_design():
+    for profile in ("small", "paper"):
+        cfg = load_config(profile)
+        assert len(cfg.train_seeds) >= 3 and cfg.sweep_thresholds
+    assert set(load_config("paper").arms) == {"ed", "synth_empathy", "ed_plus_random", "ed_plus_all", "ed_plus_quality"}
+
+
+def test_default_ab_pairs_follow_the_trained_arms():
+    assert load_config("tiny", {"arms": ["ed", "synth_empathy"]}).ab_comparisons == [("synth_empathy", "ed")]
+    assert load_config("tiny", {"arms": ["ed"]}).ab_comparisons == []
+    assert load_config("tiny", {"ab_pairs": ["ed_plus_random:ed"]}).ab_comparisons == [("ed_plus_random", "ed")]

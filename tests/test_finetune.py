@@ -1,4 +1,5 @@
-"""Stage 04: two arms on the seed corpus train, save, reload, resume after a kill, and skip when complete."""
+"""Stage 04: three arms on the seed corpus train one pass over their own data, count what they consume, save,
+reload, resume after a kill (counting on), skip when complete, and add a seed without retraining the first."""
 
 import json
 import os
@@ -16,8 +17,8 @@ from synthempathy.store import RunStore, write_jsonl
 
 pytestmark = pytest.mark.slow
 
-MICRO = {"max_steps": 6, "train_batch_size": 2, "max_length": 96, "quantization": "none", "train_eval_records": 8,
-         "arms": ["ed", "synth_empathy"]}
+MICRO = {"max_seed_records": 10, "epochs": 1, "train_batch_size": 2, "max_length": 160, "quantization": "none",
+         "train_eval_records": 8, "arms": ["ed", "synth_empathy", "ed_plus_random"], "sweep_thresholds": []}
 
 
 def micro_run(tmp_path, name):
@@ -26,9 +27,12 @@ def micro_run(tmp_path, name):
     cfg = load_config("tiny", overrides)
     store = RunStore(cfg.run_dir)
     data.run_stage(cfg, store)
-    synthetic = [{"id": f"s{i}", "history": ["I finally finished my thesis today.", "That is huge!", "I feel empty now."],
+    synthetic = [{"id": f"s{i}", "instruction": "", "emotion": "sad",
+                  "history": ["I finally finished my thesis today.", "That is huge!", "I feel empty now."],
                   "output": "That is common after a big push. Give yourself a few days of rest.", "k": 1} for i in range(6)]
     write_jsonl(store.path("03_diversity", "selected.jsonl"), synthetic)
+    others = [{**s, "id": f"p{i}", "output": f"I hear you. Take it slowly, one day at a time ({i})."} for i, s in enumerate(synthetic * 2)]
+    write_jsonl(store.path("01_generate", "examples.jsonl"), synthetic + others)  # the random control's pool
     return cfg, store, overrides
 
 
@@ -40,23 +44,31 @@ finetune.run_stage(cfg, store)
 """
 
 
-def test_two_arms_train_resume_after_kill_and_skip_when_done(tmp_path):
+def test_arms_see_all_their_data_resume_after_kill_and_skip_when_done(tmp_path):
     cfg, store, overrides = micro_run(tmp_path, "a")
     summary = finetune.run_stage(cfg, store)
-    assert set(summary) == {"ed", "synth_empathy"}
-    assert summary["synth_empathy"]["synthetic"] == 6 and summary["ed"]["synthetic"] == 0
-    assert summary["synth_empathy"]["total"] == summary["ed"]["total"] + 6
-    for arm in ("ed", "synth_empathy"):
-        folder = store.path("04_finetune", arm)
-        card = (folder / "README.md").read_text()
+    assert set(summary) == {"ed", "synth_empathy", "ed_plus_random"}
+    assert summary["synth_empathy"]["synthetic"] == summary["ed_plus_random"]["synthetic"] == 6
+    assert summary["ed"]["synthetic"] == 0 and summary["synth_empathy"]["total"] == summary["ed"]["total"] + 6
+    for arm in summary:
+        run = summary[arm]["seeds"]["0"]
+        # one pass over the arm's own data: every synthetic example reached the loss once, counted batch by batch
+        assert run["consumed"].get("synthetic", 0) == summary[arm]["synthetic"], (arm, run["consumed"])
+        assert 0 < run["consumed"]["ed"] <= summary[arm]["ed"] and "unmatched" not in run["consumed"]
+        assert run["steps"] * 2 >= sum(run["consumed"].values()) > (run["steps"] - 1) * 2
+        card = (store.path("04_finetune", f"{arm}/seed-0") / "README.md").read_text()
         assert "LoRA adapter" in card and f"| examples | {summary[arm]['total']} |" in card
-        assert summary[arm]["steps"] == 6 and summary[arm]["final_eval_loss"] is not None
+        assert run["final_eval_loss"] is not None
+    # the control has as many examples (hence steps) as synth_empathy, drawn from the pool, not D_a itself
+    assert summary["ed_plus_random"]["seeds"]["0"]["steps"] == summary["synth_empathy"]["seeds"]["0"]["steps"]
+    drawn = [r.synthetic for r in finetune.plan(cfg, store) if r.name == "ed_plus_random"][0]
+    assert len(drawn) == 6 and any(e["id"].startswith("p") for e in drawn)
 
-    # same seed, a run killed mid-training, then resumed: the same adapters as the uninterrupted run
+    # same seed, a run killed mid-training, then resumed: the same adapters and the same counts as uninterrupted
     cfg_b, store_b, overrides_b = micro_run(tmp_path, "b")
     proc = subprocess.Popen([sys.executable, "-c", RUN, json.dumps(overrides_b)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    work = store_b.root / "04_finetune" / "_work" / "ed"
+    work = store_b.root / "04_finetune" / "_work" / "ed" / "seed-0"
     deadline = time.time() + 240
     # wait for a *complete* checkpoint: a folder appears before its trainer_state.json is written
     while time.time() < deadline and sft.last_checkpoint(work) is None and proc.poll() is None:
@@ -64,18 +76,23 @@ def test_two_arms_train_resume_after_kill_and_skip_when_done(tmp_path):
     assert sft.last_checkpoint(work), "no complete checkpoint appeared before the deadline"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    assert not sft.is_completed(store_b.path("04_finetune", "ed"))
+    assert not sft.is_completed(store_b.path("04_finetune", "ed/seed-0"))
     resumed = finetune.run_stage(cfg_b, store_b)
-    record = json.loads((store_b.path("04_finetune", "ed") / "completed.json").read_text())
+    record = json.loads((store_b.path("04_finetune", "ed/seed-0") / "completed.json").read_text())
     assert record["resumed"] is True
-    for arm in ("ed", "synth_empathy"):
-        assert resumed[arm]["final_loss"] == pytest.approx(summary[arm]["final_loss"], rel=1e-4)
+    for arm in summary:
+        assert resumed[arm]["seeds"]["0"]["final_loss"] == pytest.approx(summary[arm]["seeds"]["0"]["final_loss"], rel=1e-4)
+        assert resumed[arm]["seeds"]["0"]["consumed"] == summary[arm]["seeds"]["0"]["consumed"]
     assert not work.exists(), "checkpoints are cleaned once the arm is complete"
 
-    # a completed arm is skipped: nothing retrains, the adapter file is untouched
-    adapter = store.path("04_finetune", "ed") / "adapter_model.safetensors"
+    # a completed arm is skipped: nothing retrains, the adapter file is untouched; a new seed trains only its own
+    adapter = store.path("04_finetune", "ed/seed-0") / "adapter_model.safetensors"
     mtime = adapter.stat().st_mtime_ns
     t0 = time.time()
     again = finetune.run_stage(cfg, store)
     assert time.time() - t0 < 20 and adapter.stat().st_mtime_ns == mtime
-    assert again["ed"]["final_loss"] == summary["ed"]["final_loss"]
+    assert again["ed"]["seeds"]["0"]["final_loss"] == summary["ed"]["seeds"]["0"]["final_loss"]
+    two = load_config("tiny", {**overrides, "train_seeds": [0, 1], "arms": ["ed"]})
+    both = finetune.run_stage(two, store)
+    assert adapter.stat().st_mtime_ns == mtime and set(both["ed"]["seeds"]) == {"0", "1"}
+    assert both["ed"]["seeds"]["1"]["final_loss"] != both["ed"]["seeds"]["0"]["final_loss"]

@@ -5,6 +5,9 @@ Keys are flat (not nested) so that `-p key=value` on the command line and paperm
 directly. Each key declares the stages that read it (`reads`); the runner fingerprints a stage with exactly
 those keys, so changing the threshold T does not rerun generation, and a stage that reads a key it does not
 declare fails at once (StageConfig).
+
+The file is over 300 lines because it is the one schema: every key of every stage, with its readers and its
+meaning, sits here so that a user finds all of them in one place.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ CONFIG_DIR = REPO_ROOT / "configs"
 
 PACKAGED_LM = "packaged:smollm2-135m-instruct"
 PACKAGED_EMBEDDER = "packaged:all-minilm-l6-v2"
+# The comparison arms (04_finetune.ARMS says what each tests and where its synthetic data come from).
+ARM_NAMES = ("ed", "synth_empathy", "ed_plus_random", "ed_plus_all", "ed_plus_quality")
 
 
 class ConfigError(ValueError):
@@ -34,10 +39,11 @@ ALL = STAGES  # run-wide
 DATA, GEN, QUALITY, EVAL = ("00_data",), ("01_generate",), ("02_quality",), ("05_evaluate",)
 IN_PROCESS = ("01_generate", "02_quality", "05_evaluate")  # every stage whose models answer chats in process
 SFT = ("02_quality", "04_finetune", "05_evaluate")  # every adapter's training: M_D, the arms, the sweep's
-JUDGED = ("02_quality", "05_evaluate")  # the judge (and the threshold, which the sweep varies)
-EMBEDDED = ("02_quality", "03_diversity", "05_evaluate")  # the embedder
-DIVERSE = ("03_diversity", "05_evaluate")  # the K-center ratio (the sweep varies it)
-ARMS = ("04_finetune", "05_evaluate")  # which arms are trained, and evaluated
+JUDGED = ("02_quality", "05_evaluate")  # the judge
+SELECTED = ("02_quality", "04_finetune", "05_evaluate")  # the threshold and its cut (the sweep points vary it)
+EMBEDDED = ("02_quality", "03_diversity", "04_finetune", "05_evaluate")  # the embedder
+DIVERSE = ("03_diversity", "04_finetune", "05_evaluate")  # the K-center ratio (the sweep points vary it)
+ARMS = ("04_finetune", "05_evaluate")  # which arms, seeds and sweep points are trained, and evaluated
 AUTHORED = ("01_generate", "02_quality", "05_evaluate")  # every stage with a switch that can take the authors' texts
 ALL_KEYS = ("profile", "seed", "run_root", "figures_dir", "device")
 NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir"}  # where a run goes, not what it computes
@@ -102,12 +108,12 @@ class Config(BaseModel):
         GEN, "next", "next = response of the round ending the prompt; last = the authors' script.")
 
     # -- 02_quality -----------------------------------------------------------------------------------------
-    threshold: float = key(JUDGED, 60.0, "Keep an example when S = 100*cos >= threshold (README 60, script 50).")
+    threshold: float = key(SELECTED, 60.0, "Keep an example when S = 100*cos >= threshold (README 60, script 50).")
     disc_checkpoint: str | None = key(QUALITY, None, "Use this discriminator instead of training one.")
     disc_input: Literal["chat", "authors"] = key(QUALITY, "chat", "M_D's input: chat turns (and then M_D is the ed arm), "
                                                  "or authors: the Speaker/Listener transcript as one user message, "
                                                  "M_D trained on ED in that form.")
-    similarity_cut: Literal["exact", "authors"] = key(JUDGED, "exact", "exact: keep S >= T; authors: int(S) >= T "
+    similarity_cut: Literal["exact", "authors"] = key(SELECTED, "exact", "exact: keep S >= T; authors: int(S) >= T "
                                                       "(their script truncates S first).")
     disc_endpoints: list[str] = key(QUALITY, [], "OpenAI-compatible URLs serving disc_checkpoint (else in process).")
     disc_temperature: float = key(QUALITY, 0.8, "Sampling temperature of the discriminator's answer.", ge=0)
@@ -127,14 +133,20 @@ class Config(BaseModel):
                                                              "after it.")
 
     # -- 04_finetune ---------------------------------------------------------------------------------------
-    arms: list[str] = key(ARMS, ["ed", "synth_empathy"], "Which comparison arms to train.")
+    arms: list[Literal[ARM_NAMES]] = key(ARMS, ["ed", "synth_empathy", "ed_plus_random"], "Which comparison arms to "
+                                         "train: ed_plus_random (ED + |D_a| random parsed examples) is the control of "
+                                         "the selection.")
+    train_seeds: list[int] = key(ARMS, [0], "Every arm (and sweep point) is trained once per seed; intervals resample "
+                                 "the seeds and the evaluation examples.")
     quantization: Literal["4bit", "none"] = key(SFT, "4bit", "4bit = QLoRA (nf4); none = plain LoRA.")
     lora_r: int = key(SFT, 8, "LoRA rank.", ge=1)
     lora_alpha: int = key(SFT, 32, "LoRA alpha.", ge=1)
     lora_dropout: float = key(SFT, 0.1, "LoRA dropout.", ge=0, lt=1)
     learning_rate: float = key(SFT, 1e-4, "Learning rate.", gt=0)
-    epochs: float = key(SFT, 1.0, "Training epochs (ignored when max_steps is set).", gt=0)
-    max_steps: int | None = key(SFT, None, "Stop after this many optimizer steps.", ge=1)
+    epochs: float = key(SFT, 1.0, "Passes over each adapter's own data: the matched budget under which every "
+                        "synthetic example is seen (ignored when max_steps is set).", gt=0)
+    max_steps: int | None = key(SFT, None, "Stop after this many optimizer steps instead (a quick check: then not "
+                                "every example is seen; the results table counts what was).", ge=1)
     train_batch_size: int = key(SFT, 4, "Examples per optimizer step.", ge=1)
     max_length: int = key(SFT, 512, "Max tokens per training example.", ge=16)
     prompt_format: Literal["chat", "authors"] = key(SFT, "chat", "How the arms see a dialogue in training and "
@@ -145,8 +157,13 @@ class Config(BaseModel):
     # -- 05_evaluate ---------------------------------------------------------------------------------------
     eval_max_new_tokens: int = key(EVAL, 64, "Max new tokens per evaluated response.", ge=1)
     max_eval_records: int | None = key(EVAL, None, "Evaluate only the first N records.", ge=1)
-    sweep_thresholds: list[float] = key(EVAL, [], "Quantity-quality sweep: thresholds T to retrain and evaluate.")
-    sweep_ratios: list[float] = key(EVAL, [], "Quantity-quality sweep: K-center ratios to retrain and evaluate.")
+    sweep_thresholds: list[float] = key(ARMS, [], "Quantity-quality sweep: thresholds T; at each, ED + the examples "
+                                        "selected at T and ED + as many random ones are trained and evaluated.")
+    sweep_ratios: list[float] = key(ARMS, [], "Quantity-quality sweep: K-center ratios, likewise.")
+    ab_pairs: list[str] | None = key(EVAL, None, "Pairwise A/B judge: 'x:y' compares arm x's replies with arm y's, "
+                                     "in both orders (None = synth_empathy against ed and ed_plus_random, where "
+                                     "trained; [] = none).")
+    ab_records: int | None = key(EVAL, None, "A/B-judge only the first N evaluation records (None = all).", ge=1)
     bootstrap_resamples: int = key(EVAL, 1000, "Bootstrap resamples for confidence intervals.", ge=10)
 
     @model_validator(mode="after")
@@ -155,6 +172,27 @@ class Config(BaseModel):
             raise ValueError("gen_prompt 'authors' sends their instruction alone: set format_example and prefill "
                              "to false (they are the project's aids for small generators)")
         return self
+
+    @model_validator(mode="after")
+    def _ab_pairs_trained(self) -> Config:
+        for pair in self.ab_pairs or []:
+            names = pair.split(":")
+            if len(names) != 2 or names[0] == names[1]:
+                raise ValueError(f"ab_pairs: {pair!r} must name two different arms as 'x:y'")
+            missing = [n for n in names if n not in self.arms]
+            if missing:
+                raise ValueError(f"ab_pairs: {pair!r} names arm {missing[0]!r}, which is not trained "
+                                 f"(arms: {', '.join(self.arms)})")
+        return self
+
+    @field_validator("train_seeds")
+    @classmethod
+    def _seeds_given(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed (e.g. [0]); every arm is trained once per seed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"has a seed twice ({v}): a repeated seed retrains the same adapter")
+        return v
 
     @field_validator("threshold")
     @classmethod
@@ -171,6 +209,13 @@ class Config(BaseModel):
         return v
 
     # -- derived --------------------------------------------------------------------------------------------
+    @property
+    def ab_comparisons(self) -> list[tuple[str, str]]:
+        """The (x, y) arm pairs the A/B judge compares."""
+        if self.ab_pairs is not None:
+            return [tuple(p.split(":")) for p in self.ab_pairs]
+        return [("synth_empathy", y) for y in ("ed", "ed_plus_random") if {"synth_empathy", y} <= set(self.arms)]
+
     @property
     def run_dir(self) -> Path:
         root = Path(self.run_root)
@@ -240,7 +285,7 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         elif not e["loc"]:  # a rule across keys: its message names them
             lines.append(f"{origin}: {e['msg'].removeprefix('Value error, ')}")
         else:
-            lines.append(f"{origin}: key '{key}': {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"{origin}: key '{key}': {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})")
     return "\n".join(lines)
 
 

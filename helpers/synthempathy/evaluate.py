@@ -1,48 +1,51 @@
-"""05_evaluate, the paper's stage 6: does ED + selected synthetic data beat ED alone?
+"""05_evaluate, the paper's stage 6: does ED + selected synthetic data beat ED alone, and beat chance?
 
-Every model (the untuned base and every trained arm) answers every evaluation example greedily, with the
-dialogue history as the chat. The answers are scored with the authors' automatic metrics (lib/metrics.py), the
-embedding cosine to the gold reply, and the LLM judge (lib/judging.py); every figure gets a seeded 95% bootstrap
-interval, and `synth_empathy` minus `ed` a paired bootstrap on the same examples.
+Every model (the untuned base, and every trained arm once per training seed) answers every evaluation example
+greedily, with the dialogue history as the chat. The answers are scored with the authors' automatic metrics
+(lib/metrics.py), the embedding cosine to the gold reply, and the LLM judge (lib/judging.py). Every figure is
+the mean over training seeds with a seeded 95% interval that resamples the examples and the seeds; the headline
+differences (synth_empathy minus ed, and minus its random control) are paired on the same resamples and carry
+the smallest difference the run could have detected. The pairwise A/B judge (lib/pairwise.py) and the
+quantity-quality sweep (the sweep adapters of 04) complete the paper's claims.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-
 import numpy as np
 
+from .lib import arms, judging, pairwise, sft
 from .lib import bootstrap as B
-from .lib import judging, sft
 from .lib import metrics as M
+from .lib import results as R
 from .lib.backends import Request, Sampling, make_backend
 from .lib.dialogue import chat_pairs
 from .lib.embedding import Embedder, embedder
 from .lib.judging import CRITERIA
-from .lib.selection import select_diverse, select_quality
 from .lib.stage import Stage
-from .store import JsonlCache, read_json, write_json, write_jsonl, write_text
+from .store import JsonlCache, write_json, write_jsonl
 
 STAGE = Stage("05_evaluate")
 
 BASE = "base"
+# The comparisons a reviewer reads first: the paper's claim, and whether the selection beats chance.
+HEADLINE = (("synth_empathy", "ed"), ("synth_empathy", "ed_plus_random"))
 
 
-def models_to_evaluate(cfg, store) -> dict[str, str]:
-    """{name: model spec}: the untuned base, then every trained arm of cfg.arms."""
-    out = {BASE: cfg.base_model}
+def models_to_evaluate(cfg, store) -> dict[str, dict[int | None, str]]:
+    """{name: {training seed: model spec}}: the untuned base (seed None), then every arm of cfg.arms per seed."""
+    out: dict[str, dict] = {BASE: {None: cfg.base_model}}
     for arm in cfg.arms:
-        folder = store.root / "04_finetune" / arm
-        if not sft.is_completed(folder):
-            raise FileNotFoundError(f"{folder}: arm {arm!r} is not trained; run stage 04_finetune first")
-        out[arm] = str(folder)
+        out[arm] = {seed: arms.trained(store, arm, seed) for seed in cfg.train_seeds}
     return out
 
 
 def eval_records(cfg, store) -> list[dict]:
     records = store.read("00_data", "eval.jsonl")
     return records[: cfg.max_eval_records] if cfg.max_eval_records else records
+
+
+def prediction_name(name: str, seed: int | None) -> str:
+    return name if seed is None else f"{name}.seed-{seed}"
 
 
 def predict(cfg, store, name: str, spec: str, records: list[dict], progress: bool = True) -> list[dict]:
@@ -59,163 +62,103 @@ def predict(cfg, store, name: str, spec: str, records: list[dict], progress: boo
     return rows
 
 
-def score_model(cfg, rows: list[dict], embedder: Embedder, judge, judge_cache, progress: bool = True) -> dict:
-    """Every figure of one model with its bootstrap interval: {metric: [point, low, high]} plus raw per-example
-    values for the paired comparisons."""
-    preds, golds = [r["prediction"] for r in rows], [r["gold"] for r in rows]
-    figures = {k: list(v) for k, v in B.bootstrap_metrics(preds, golds, cfg.bootstrap_resamples, cfg.seed).items()}
-    cosines = 100 * M.embedding_cosines(preds, golds, embedder.encode)
-    figures["embedding_cos"] = list(B.bootstrap_ci(cosines, cfg.bootstrap_resamples, cfg.seed))
-    judged = judging.score_items(judge, [{"id": r["id"], "history": r["history"], "response": r["prediction"]}
-                                         for r in rows], judge_cache, progress)
-    per_example = {"embedding_cos": cosines.tolist()}
-    for c in CRITERIA:
-        per_example[c] = [j[c] for j in judged]
-        figures[c] = list(B.bootstrap_ci(per_example[c], cfg.bootstrap_resamples, cfg.seed))
-    return {"figures": figures, "per_example": per_example}
+def predict_seeds(cfg, store, name: str, specs: dict, records, progress: bool = True) -> list[list[dict]]:
+    """One prediction list per training seed of a model (one list for the base)."""
+    return [predict(cfg, store, prediction_name(name, seed), spec, records, progress) for seed, spec in specs.items()]
 
 
-def paired(cfg, rows_a, rows_b, scored_a, scored_b) -> dict:
-    golds = [r["gold"] for r in rows_a]
-    out = B.paired_bootstrap([r["prediction"] for r in rows_a], [r["prediction"] for r in rows_b], golds,
-                             cfg.bootstrap_resamples, cfg.seed)
-    for k in scored_a["per_example"]:
-        out[k] = B.paired_bootstrap_values(scored_a["per_example"][k], scored_b["per_example"][k],
-                                           cfg.bootstrap_resamples, cfg.seed)
+def per_example(cfg, by_seed: list[list[dict]], emb: Embedder, judge=None, judge_cache=None, progress=True) -> dict:
+    """{figure: one row of per-example values per seed}: the embedding cosine, and the judge's criteria."""
+    out = {"embedding_cos": [(100 * M.embedding_cosines([r["prediction"] for r in rows], [r["gold"] for r in rows],
+                                                        emb.encode)).tolist() for rows in by_seed]}
+    if judge is not None:
+        judged = [judging.score_items(judge, [{"id": r["id"], "history": r["history"], "response": r["prediction"]}
+                                              for r in rows], judge_cache, progress) for rows in by_seed]
+        out.update({c: [[j[c] for j in rows] for rows in judged] for c in CRITERIA})
     return out
 
 
+def figures_of(cfg, by_seed: list[list[dict]], values: dict) -> dict:
+    """{figure: [point, low, high]}, resampling the examples and the training seeds."""
+    golds = [r["gold"] for r in by_seed[0]]
+    figures = B.bootstrap_metrics([[r["prediction"] for r in rows] for rows in by_seed], golds,
+                                  cfg.bootstrap_resamples, cfg.seed)
+    figures.update({k: B.seeded_ci(v, cfg.bootstrap_resamples, cfg.seed) for k, v in values.items()})
+    return {k: [round(x, 4) for x in v] for k, v in figures.items()}
+
+
+def paired(cfg, a: list[list[dict]], b: list[list[dict]], values_a: dict, values_b: dict) -> dict:
+    """A minus B, seed paired with seed, on the same example resamples; with the smallest detectable difference."""
+    golds = [r["gold"] for r in a[0]]
+    out = B.paired_bootstrap([[r["prediction"] for r in rows] for rows in a],
+                             [[r["prediction"] for r in rows] for rows in b], golds, cfg.bootstrap_resamples, cfg.seed)
+    for k in values_a:
+        out[k] = B.paired_bootstrap_values(values_a[k], values_b[k], cfg.bootstrap_resamples, cfg.seed)
+    return {k: {kk: round(v, 4) for kk, v in out[k].items()} for k in out}
+
+
 FIGURE_ORDER = (*M.KEYS, "embedding_cos", *CRITERIA)
-# How the figures are grouped in the results table and the results figure (one place for both).
-FAMILIES = {"BLEU": ["bleu1", "bleu2", "bleu3", "bleu4"], "ROUGE": ["rouge1", "rouge2", "rougeL"],
-            "diversity and overlap": ["dist1", "dist2", "f1", "length", "embedding_cos"],
-            "LLM judge (1..3)": list(CRITERIA)}
-# The bars share an axis per family, so the one figure not on the x100 scale (length, in tokens) stays off it.
-BAR_FAMILIES = {title: [k for k in keys if k != "length"] for title, keys in FAMILIES.items()}
+# What notebook 05 shows, from the modules that define it.
+FAMILIES, BAR_FAMILIES, verdict = R.FAMILIES, R.BAR_FAMILIES, R.verdict
+results_table, results_markdown, ab_markdown = R.results_table, R.results_markdown, pairwise.ab_markdown
 
 
 def run_stage(cfg, store, progress: bool = True) -> dict:
     models = models_to_evaluate(cfg, store)
     records = eval_records(cfg, store)
-    predictions = {name: predict(cfg, store, name, spec, records, progress) for name, spec in models.items()}
+    predictions = {name: predict_seeds(cfg, store, name, specs, records, progress) for name, specs in models.items()}
     emb = embedder(cfg, store)
     judge = judging.make_judge(cfg)
     judge_cache = JsonlCache(store.work_dir("05_evaluate") / "judge.cache.jsonl")
-    scored = {name: score_model(cfg, rows, emb, judge, judge_cache, progress) for name, rows in predictions.items()}
-    finetune_summary = _read_optional(store.root / "04_finetune" / "summary.json")
-    results = {"profile": cfg.profile, "eval_examples": len(records), "seed": cfg.seed,
-               "bootstrap_resamples": cfg.bootstrap_resamples, "arms": {}}
+    values = {name: per_example(cfg, p, emb, judge, judge_cache, progress) for name, p in predictions.items()}
+    summary = arms.training_summary(store)
+    results = {"profile": cfg.profile, "eval_examples": len(records), "seed": cfg.seed, "train_seeds": cfg.train_seeds,
+               "bootstrap_resamples": cfg.bootstrap_resamples, "arms": {}, "comparisons": {}, "ab": {}}
     for name in models:
-        train = finetune_summary.get(name, {})
-        results["arms"][name] = {"figures": {k: [round(x, 4) for x in scored[name]["figures"][k]] for k in FIGURE_ORDER},
-                                 "train_examples": train.get("total"), "synthetic_examples": train.get("synthetic"),
-                                 "train_tokens": train.get("train_tokens")}
-    if "synth_empathy" in models and "ed" in models:
-        diff = paired(cfg, predictions["synth_empathy"], predictions["ed"], scored["synth_empathy"], scored["ed"])
-        results["synth_empathy_minus_ed"] = {k: {kk: round(v, 4) for kk, v in diff[k].items()} for k in FIGURE_ORDER}
-    write_results(store, results)
-    write_json(store.path("05_evaluate", "per_example.json"), {n: s["per_example"] for n, s in scored.items()})
+        results["arms"][name] = {"figures": {k: v for k, v in sorted(figures_of(cfg, predictions[name], values[name]).items(),
+                                                                      key=lambda kv: FIGURE_ORDER.index(kv[0]))},
+                                 **R.training_counts(summary.get(name), cfg.train_seeds if name != BASE else [])}
+    for x, y in HEADLINE:
+        if x in models and y in models:
+            results["comparisons"][f"{x} - {y}"] = paired(cfg, predictions[x], predictions[y], values[x], values[y])
+    for x, y in cfg.ab_comparisons:
+        results["ab"][f"{x} vs {y}"] = ab_judge(cfg, store, judge, predictions[x], predictions[y], progress)
+    results["sweep"] = sweep(cfg, store, records, emb, results, progress)
+    R.write_results(store, results)
+    write_json(store.path("05_evaluate", "per_example.json"), values)
     return results
+
+
+def ab_judge(cfg, store, judge, x: list[list[dict]], y: list[list[dict]], progress: bool = True) -> dict:
+    """Win / tie / lose of x against y per criterion, judged in both orders, seed by seed; intervals resample the
+    examples and the seeds."""
+    n = cfg.ab_records or len(x[0])
+    cache = JsonlCache(store.work_dir("05_evaluate") / "pairwise.cache.jsonl")
+    outcomes = [pairwise.judge_pairs(judge, [{"id": a["id"], "history": a["history"], "x": a["prediction"],
+                                              "y": b["prediction"]} for a, b in zip(rows_x[:n], rows_y[:n])],
+                                     cache, progress) for rows_x, rows_y in zip(x, y)]
+    return pairwise.ab_summary(outcomes, cfg.bootstrap_resamples, cfg.seed)
 
 
 # -- the quantity-quality trade-off (the paper's last claim) --------------------------------------------------
 
-def sweep(cfg, store, progress: bool = True) -> list[dict]:
-    """Retrain `ED + selected` for every threshold in cfg.sweep_thresholds (at the profile's ratio) and every
-    ratio in cfg.sweep_ratios (at the profile's threshold); score each on the evaluation split.
-
-    Reuses everything cached: the discriminator's scores, the embeddings, finished adapters and predictions.
-    """
-    points = [("threshold", t) for t in cfg.sweep_thresholds] + [("kcenter_ratio", r) for r in cfg.sweep_ratios]
-    if not points:
-        return []
-    scored = store.read("02_quality", "scored.jsonl")
-    ed_records = store.read("00_data", "train.jsonl")
-    system, transcript = sft.arm_input(cfg)
-    emb = embedder(cfg, store)
-    records = eval_records(cfg, store)
+def sweep(cfg, store, records, emb: Embedder, results: dict, progress: bool = True) -> list[dict]:
+    """Every sweep adapter of 04 scored like the arms (automatic figures and embedding cosine, no judge), plus
+    the points the arms already are: ed at size 0, synth_empathy and ed_plus_random at |D_a|."""
+    summary = arms.training_summary(store)
     rows = []
-    for param, value in points:
-        sub = cfg.model_copy(update={param: value})
-        kept = select_quality(scored, sub.threshold, cfg.similarity_cut)
-        chosen = select_diverse(kept, emb, sub.kcenter_ratio, cfg.seed, cfg.kcenter_bookkeeping)[0] if kept else []
-        items, _ = sft.training_items(ed_records, chosen, cfg.seed)
-        name = f"sweep_{param}_{value:g}"
-        folder = store.work_dir("05_evaluate") / "sweep" / name
-        sft.train_lora(sub, items, folder, store.work_dir("05_evaluate") / "sweep" / f"{name}.ckpt",
-                       name=name, system=system, transcript=transcript)
-        preds = predict(cfg, store, name, str(folder), records, progress)
-        figures = M.automatic_metrics([p["prediction"] for p in preds], [p["gold"] for p in preds])
-        figures["embedding_cos"] = 100 * float(M.embedding_cosines([p["prediction"] for p in preds],
-                                                                    [p["gold"] for p in preds], emb.encode).mean())
-        rows.append({"param": param, "value": value, "synthetic": len(chosen), "train_examples": len(items),
-                     **{k: round(v, 4) for k, v in figures.items()}})
-    write_json(store.path("05_evaluate", "sweep.json"), rows)
+    for name, param, value, kind in arms.sweep_runs(cfg):
+        specs = {seed: arms.trained(store, name, seed) for seed in cfg.train_seeds}
+        by_seed = predict_seeds(cfg, store, name, specs, records, progress)
+        figures = figures_of(cfg, by_seed, per_example(cfg, by_seed, emb))
+        rows.append({"name": name, "param": param, "value": value, "kind": kind,
+                     "synthetic": summary[name]["synthetic"], "figures": figures})
+    for name, kind in (("ed", "both"), ("synth_empathy", "selected"), ("ed_plus_random", "random")):
+        if name in results["arms"] and rows:
+            rows.append({"name": name, "param": "profile", "value": None, "kind": kind,
+                         "synthetic": results["arms"][name]["synthetic_examples"],
+                         "figures": {k: v for k, v in results["arms"][name]["figures"].items() if k not in CRITERIA}})
     return rows
-
-
-def _read_optional(path) -> dict:
-    return read_json(path) if path.exists() else {}
-
-
-def results_table(results: dict) -> list[dict]:
-    """One row per arm: every figure as 'point [low, high]', and the data counts."""
-    rows = []
-    for arm, r in results["arms"].items():
-        row = {"arm": arm, "train_examples": r["train_examples"], "synthetic_examples": r["synthetic_examples"]}
-        row.update({k: f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for k, (p, lo, hi) in r["figures"].items()})
-        rows.append(row)
-    return rows
-
-
-def write_results(store, results: dict) -> None:
-    rows = results_table(results)
-    write_json(store.path("05_evaluate", "results.json"), results)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(store.path("05_evaluate", "results.csv"), buf.getvalue())
-    write_text(store.path("05_evaluate", "results.md"), results_markdown(results))
-
-
-def results_markdown(results: dict) -> str:
-    lines = [f"# Results: profile `{results['profile']}`", "",
-             f"{results['eval_examples']} evaluation examples; 95% bootstrap intervals over "
-             f"{results['bootstrap_resamples']} resamples (seed {results['seed']}). Automatic figures x100.", ""]
-    for title, keys in FAMILIES.items():
-        lines += [f"## {title}", "", "| arm | train examples | " + " | ".join(keys) + " |",
-                  "|---|---|" + "---|" * len(keys)]
-        for arm, r in results["arms"].items():
-            cells = [f"{r['figures'][k][0]:.2f} [{r['figures'][k][1]:.2f}, {r['figures'][k][2]:.2f}]" for k in keys]
-            lines.append(f"| {arm} | {r['train_examples'] or '-'} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if "synth_empathy_minus_ed" in results:
-        lines += ["## synth_empathy minus ed (paired bootstrap)", "",
-                  "| figure | difference | 95% interval | share of resamples > 0 |", "|---|---|---|---|"]
-        for k, d in results["synth_empathy_minus_ed"].items():
-            lines.append(f"| {k} | {d['point_diff']:+.2f} | [{d['low']:+.2f}, {d['high']:+.2f}] | {d['share_above_zero']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def verdict(results: dict) -> str:
-    """A plain statement of what the paired comparison shows, claiming nothing beyond it."""
-    diff = results.get("synth_empathy_minus_ed")
-    if not diff:
-        return "The ed and synth_empathy arms were not both trained, so the paper's comparison was not made."
-    better = [k for k, d in diff.items() if d["low"] > 0 and k not in ("length", "dist1", "dist2")]
-    worse = [k for k, d in diff.items() if d["high"] < 0 and k not in ("length", "dist1", "dist2")]
-    n = results["eval_examples"]
-    text = f"On {n} evaluation examples, synth_empathy (ED + selected synthetic data) vs ed (ED only): "
-    if not better and not worse:
-        return text + ("no figure differs beyond its 95% paired-bootstrap interval; at this scale the synthetic data "
-                       "neither helped nor hurt measurably.")
-    parts = []
-    if better:
-        parts.append("better on " + ", ".join(f"{k} ({diff[k]['point_diff']:+.2f})" for k in better))
-    if worse:
-        parts.append("worse on " + ", ".join(f"{k} ({diff[k]['point_diff']:+.2f})" for k in worse))
-    return text + "; ".join(parts) + " (95% paired-bootstrap intervals excluding 0); every other figure is within noise."
 
 
 def example_table(predictions: dict[str, list[dict]], n: int = 5) -> list[dict]:

@@ -181,18 +181,24 @@ def judge_by_arm(per_arm: dict[str, dict[str, list[float]]], criteria, title: st
 
 
 def sweep_tradeoff(rows: list[dict], title: str, path: str | Path, keys=("bleu2", "rougeL", "embedding_cos")):
-    """Quantity against quality: synthetic examples added vs. score, one line per swept parameter (notebook 05)."""
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
-    for ax, key in zip(axes, keys):
-        for param, marker in (("threshold", "o"), ("kcenter_ratio", "s")):
-            pts = sorted((r["synthetic"], r[key], r["value"]) for r in rows if r["param"] == param)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=param)
-                for x, y, v in pts:
-                    ax.annotate(f"{v:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    """Quantity against quality: metric against the number of synthetic examples added to ED, for the examples
+    the filters select and for as many random ones, each point with its 95% interval (notebook 05)."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for kind, colour, marker in (("selected", "#C44E52", "o"), ("random", "#8c8c8c", "s")):
+            pts = sorted((r["synthetic"], *r["figures"][key], r["value"]) for r in rows if r["kind"] in (kind, "both"))
+            if not pts:
+                continue
+            x, y, lo, hi = (np.array([p[i] for p in pts], dtype=float) for i in range(4))
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], marker=marker, color=colour, capsize=3, label=kind)
+            for p in pts:
+                if p[4] is not None and kind == "selected":
+                    ax.annotate(f"{p[4]:g}", (p[0], p[1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set(title=key, xlabel="synthetic examples added to ED", ylabel=key)
-    axes[0].legend()
-    fig.suptitle(f"{title}: quantity vs. quality")
+    axes[0][0].legend(title="synthetic data", fontsize=8)
+    fig.suptitle(f"{title}: quantity vs. quality (labels: the sweep's T or ratio; 95% intervals over examples and seeds)")
     return save(fig, path)
 
 

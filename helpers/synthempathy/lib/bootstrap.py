@@ -41,17 +41,6 @@ def _interval(samples: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_ci(
-    values: Sequence[float], n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap interval of a mean of per-example values (cosines, judges)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or len(v) == 0:
-        raise ValueError("bootstrap_ci needs a non-empty 1-D sequence of values")
-    boot, _ = _resample_weights(len(v), n_resamples, seed)
-    return (float(v.mean()), *_interval(boot @ v / len(v), alpha))
-
-
 def _replicates(
     compute: Callable[[np.ndarray], dict], n: int, n_resamples: int, seed: int
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -97,6 +86,54 @@ def _metric_computer(
     return _weighted_texts(predictions, references, metric_fn)
 
 
+def _seed_weights(n_seeds: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_seeds) multiplicities of the training seeds; all ones for one seed, so a one-seed run gets
+    exactly the examples-only bootstrap."""
+    if n_seeds == 1:
+        return np.ones((n_resamples, 1), dtype=np.int64)
+    rng = np.random.default_rng([seed, n_seeds])
+    idx = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
+    return np.stack([np.bincount(row, minlength=n_seeds) for row in idx])
+
+
+def over_seeds(reps_by_seed: Sequence[np.ndarray], n_resamples: int, seed: int) -> np.ndarray:
+    """Replicates of the mean over training seeds. Each seed's replicates were drawn on the same example
+    resamples (one seed of the generator); the seeds are resampled on top: a two-stage bootstrap, so an
+    interval holds both the evaluation examples' and the training seed's spread."""
+    x = np.stack([np.asarray(r, dtype=np.float64) for r in reps_by_seed], axis=1)
+    return (_seed_weights(x.shape[1], n_resamples, seed) * x).sum(axis=1) / x.shape[1]
+
+
+# Two-sided 5% test with 80% power: the smallest true difference this run detects is (z_0.975 + z_0.8) x SE,
+# with SE the spread of the paired replicates.
+DETECTABLE_Z = 1.959964 + 0.841621
+
+
+def _difference(point: float, reps: np.ndarray, alpha: float) -> dict[str, float]:
+    low, high = _interval(reps, alpha)
+    return {"point_diff": point, "mean_diff": float(reps.mean()), "low": low, "high": high,
+            "share_above_zero": float(np.mean(reps > 0)), "detectable": float(DETECTABLE_Z * reps.std(ddof=1))}
+
+
+def seeded_metrics(
+    predictions_by_seed: Sequence[list[str]],
+    references: list[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    metric_fn: Callable = automatic_metrics,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Corpus figures averaged over training seeds (one prediction list per seed) and their replicates."""
+    points, reps = [], []
+    for preds in predictions_by_seed:
+        p, r = _replicates(_metric_computer(preds, references, metric_fn), len(references), n_resamples, seed)
+        points.append(p)
+        reps.append(r)
+    keys = list(points[0])
+    return ({k: float(np.mean([p[k] for p in points])) for k in keys},
+            {k: over_seeds([r[k] for r in reps], n_resamples, seed) for k in keys})
+
+
 def bootstrap_metrics(
     predictions: list[str],
     references: list[str],
@@ -109,10 +146,11 @@ def bootstrap_metrics(
 
     Examples are drawn with replacement and every corpus figure is recomputed; Dist-1/2 instead use half-
     samples (see `_replicates`). `metric_fn(predictions, references) -> dict` may replace
-    `automatic_metrics`; it is then called on each resampled list.
+    `automatic_metrics`; it is then called on each resampled list. `predictions` may also be a list of
+    prediction lists, one per training seed: the figure is then their mean, resampled over seeds too.
     """
-    compute = _metric_computer(predictions, references, metric_fn)
-    point, reps = _replicates(compute, len(predictions), n_resamples, seed)
+    by_seed = predictions if predictions and isinstance(predictions[0], list) else [predictions]
+    point, reps = seeded_metrics(by_seed, references, n_resamples, seed, alpha, metric_fn)
     return {k: (point[k], *_interval(reps[k], alpha)) for k in point}
 
 
@@ -125,40 +163,56 @@ def paired_bootstrap(
     alpha: float = 0.05,
     metric_fn: Callable = automatic_metrics,
 ) -> dict[str, dict[str, float]]:
-    """{metric: {point_diff, mean_diff, low, high, share_above_zero}} for A minus B on the same resamples.
+    """{metric: {point_diff, mean_diff, low, high, share_above_zero, detectable}} for A minus B on the same
+    resamples.
 
     `share_above_zero` is the share of resamples in which A scores higher than B, `low`/`high` the percentile
-    interval of the difference. For Dist the replicates are centred half-samples, so mean_diff = point_diff.
+    interval of the difference, `detectable` the smallest true difference a two-sided 5% test would detect
+    with 80% power at this spread. For Dist the replicates are centred half-samples, so mean_diff = point_diff.
+    Either side may be a list of prediction lists, one per training seed (paired seed by seed).
     """
-    point_a, reps_a = _replicates(
-        _metric_computer(preds_a, references, metric_fn), len(references), n_resamples, seed
-    )
-    point_b, reps_b = _replicates(
-        _metric_computer(preds_b, references, metric_fn), len(references), n_resamples, seed
-    )
-    out = {}
-    for k in point_a:
-        diff = reps_a[k] - reps_b[k]
-        low, high = _interval(diff, alpha)
-        out[k] = {
-            "point_diff": point_a[k] - point_b[k],
-            "mean_diff": float(diff.mean()),
-            "low": low,
-            "high": high,
-            "share_above_zero": float(np.mean(diff > 0)),
-        }
-    return out
+    wrap = lambda p: p if p and isinstance(p[0], list) else [p]  # noqa: E731
+    point_a, reps_a = seeded_metrics(wrap(preds_a), references, n_resamples, seed, alpha, metric_fn)
+    point_b, reps_b = seeded_metrics(wrap(preds_b), references, n_resamples, seed, alpha, metric_fn)
+    return {k: _difference(point_a[k] - point_b[k], reps_a[k] - reps_b[k], alpha) for k in point_a}
+
+
+def _by_seed(values) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[None, :] if v.ndim == 1 else v
+    if v.ndim != 2 or v.shape[1] == 0:
+        raise ValueError("expected a non-empty sequence of values, or one such sequence per training seed")
+    return v
+
+
+def seeded_ci(values_by_seed, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
+    """(mean, low, high) of per-example values, one row per training seed (or one plain row), resampling the
+    examples and the seeds."""
+    v = _by_seed(values_by_seed)
+    boot, _ = _resample_weights(v.shape[1], n_resamples, seed)
+    reps = over_seeds([boot @ row / v.shape[1] for row in v], n_resamples, seed)
+    return (float(v.mean()), *_interval(reps, alpha))
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """(mean, low, high): percentile bootstrap interval of a mean of per-example values (cosines, judges)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError("bootstrap_ci needs a non-empty 1-D sequence of values")
+    return seeded_ci(v, n_resamples, seed, alpha)
 
 
 def paired_bootstrap_values(
-    values_a: Sequence[float], values_b: Sequence[float], n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
+    values_a, values_b, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, float]:
-    """Paired bootstrap of the mean of per-example values (judge scores, cosines), A minus B, same resamples."""
-    diff = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
-    if diff.ndim != 1 or len(diff) == 0:
-        raise ValueError("paired_bootstrap_values needs two equally long, non-empty sequences")
-    boot, _ = _resample_weights(len(diff), n_resamples, seed)
-    reps = boot @ diff / len(diff)
-    low, high = _interval(reps, alpha)
-    return {"point_diff": float(diff.mean()), "mean_diff": float(reps.mean()), "low": low, "high": high,
-            "share_above_zero": float(np.mean(reps > 0))}
+    """Paired bootstrap of the mean of per-example values (judge scores, cosines), A minus B, same resamples;
+    either a plain sequence or one row per training seed."""
+    a, b = _by_seed(values_a), _by_seed(values_b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_bootstrap_values needs two equally shaped sets of values, got {a.shape} and {b.shape}")
+    diff = a - b
+    boot, _ = _resample_weights(diff.shape[1], n_resamples, seed)
+    reps = over_seeds([boot @ row / diff.shape[1] for row in diff], n_resamples, seed)
+    return _difference(float(diff.mean()), reps, alpha)

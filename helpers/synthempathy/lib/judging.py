@@ -87,15 +87,17 @@ class InProcessJudge:
     def model(self):
         return self.backend.model
 
-    def label_logits(self, messages_batch: list[list[dict]]) -> list[list[float]]:
+    def label_logits(self, messages_batch: list[list[dict]], labels: Sequence[str] = LABELS) -> list[list[float]]:
+        """The next-token logits of `labels` (the scores, or the pairwise judge's letters) after each prompt."""
+        label_ids = self.label_ids if tuple(labels) == LABELS else [self._single_token(label) for label in labels]
         texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_batch]
         ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         out = []
         for group in _prefix_groups(ids):
-            out += self._group_logits([ids[i] for i in group])
+            out += self._group_logits([ids[i] for i in group], label_ids)
         return out
 
-    def _group_logits(self, ids: list[list[int]]) -> list[list[float]]:
+    def _group_logits(self, ids: list[list[int]], label_ids: list[int]) -> list[list[float]]:
         import torch
 
         with torch.inference_mode():
@@ -103,7 +105,7 @@ class InProcessJudge:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` derives itself; a forward call does not
             logits = self.model(input_ids=input_ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
                                 past_key_values=cache).logits[:, -1, :]
-        return logits[:, self.label_ids].float().tolist()
+        return logits[:, label_ids].float().tolist()
 
 
 def _prefix_groups(ids: list[list[int]]) -> list[list[int]]:
@@ -125,12 +127,13 @@ class EndpointJudge:
     def __init__(self, backend, batch_size: int = 8):
         self.backend, self.spec, self.batch_size = backend, backend.model, batch_size
 
-    def label_logits(self, messages_batch: list[list[dict]]) -> list[list[float]]:
+    def label_logits(self, messages_batch: list[list[dict]], labels: Sequence[str] = LABELS) -> list[list[float]]:
+        """Log-probs of `labels` among the top first tokens; a label not among them gets -inf."""
         out = []
         for messages in messages_batch:
             top = self.backend.next_token_logprobs(messages)
             out.append([max((lp for tok, lp in top.items() if tok.strip() == label), default=-math.inf)
-                        for label in LABELS])
+                        for label in labels])
         return out
 
 

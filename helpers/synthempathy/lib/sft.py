@@ -26,9 +26,62 @@ COMPLETED = "completed.json"
 
 
 def sft_rows(items: list[dict], system: str, transcript: bool = False) -> list[dict]:
-    """{history, response} items -> trl's conversational prompt/completion rows (loss on the completion)."""
-    return [{"prompt": chat(it["history"], system, transcript), "completion": [{"role": "assistant", "content": it["response"]}]}
-            for it in items]
+    """{history, response} items -> trl's conversational prompt/completion rows (loss on the completion), each
+    with its source ("ed" or "synthetic"), which the trainer's data loader drops and the consumption count reads."""
+    return [{"prompt": chat(it["history"], system, transcript), "completion": [{"role": "assistant", "content": it["response"]}],
+             "source": it.get("source", "ed")} for it in items]
+
+
+class ConsumptionCount:
+    """How many examples of each source the optimizer actually consumed: counted on the batches that reach the
+    loss in training mode, matched back to their rows by token ids (trl shuffles, truncates, and drops examples
+    that truncation leaves without a completion token). Kept in every checkpoint, so a resumed run counts on."""
+
+    FILE = "consumed.json"
+
+    def __init__(self, prepared_dataset):
+        self.source_of = {tuple(ids): src for ids, src in zip(prepared_dataset["input_ids"], prepared_dataset["source"])}
+        self.counts: dict[str, int] = {}
+
+    def add(self, inputs) -> None:
+        mask = inputs.get("attention_mask")
+        for i, row in enumerate(inputs["input_ids"].tolist()):
+            n = int(mask[i].sum()) if mask is not None else len(row)
+            source = self.source_of.get(tuple(row[:n]), "unmatched")
+            self.counts[source] = self.counts.get(source, 0) + 1
+
+    def save(self, folder: Path) -> None:
+        write_json(folder / self.FILE, self.counts)
+
+    def restore(self, checkpoint: str | None) -> None:
+        path = Path(checkpoint or "") / self.FILE
+        self.counts = read_json(path) if checkpoint and path.exists() else {}
+
+
+def counting_trainer(base):
+    """`base` (trl's SFTTrainer) with a ConsumptionCount on its training batches."""
+    from transformers import TrainerCallback
+
+    class Counting(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                self.consumption.add(inputs)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    class SaveCounts(TrainerCallback):
+        def __init__(self, trainer):
+            self.trainer = trainer
+
+        def on_save(self, args, state, control, **kw):
+            self.trainer.consumption.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    def make(**kw):
+        trainer = Counting(**kw)
+        trainer.consumption = ConsumptionCount(trainer.train_dataset)
+        trainer.add_callback(SaveCounts(trainer))
+        return trainer
+
+    return make
 
 
 def lora_config(cfg):
@@ -133,23 +186,25 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
     from trl import SFTConfig, SFTTrainer
     model, tok, notes = load_base_for_training(cfg.base_model, cfg.device, cfg.quantization)
     steps = max_steps or cfg.max_steps
+    planned = steps or math.ceil(cfg.epochs * math.ceil(len(train_items) / cfg.train_batch_size))
     args = SFTConfig(
         output_dir=str(work_dir), seed=cfg.seed, data_seed=cfg.seed,
         per_device_train_batch_size=cfg.train_batch_size, learning_rate=cfg.learning_rate,
         max_steps=steps or -1, num_train_epochs=cfg.epochs, lr_scheduler_type="linear",
         max_length=cfg.max_length, gradient_checkpointing=notes["device"] == "cuda",
-        logging_steps=1, save_strategy="steps", save_steps=max(1, (steps or 50) // 3), save_total_limit=1,
-        eval_strategy="steps" if eval_items else "no", eval_steps=math.ceil((steps or 50) / 2),
+        logging_steps=1, save_strategy="steps", save_steps=max(1, planned // 3), save_total_limit=1,
+        eval_strategy="steps" if eval_items else "no", eval_steps=math.ceil(planned / 2),
         per_device_eval_batch_size=cfg.train_batch_size,
         use_cpu=notes["device"] == "cpu", bf16=notes["device"] == "cuda", report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
     )
-    trainer = SFTTrainer(
+    trainer = counting_trainer(SFTTrainer)(
         model=model, args=args, processing_class=tok, peft_config=lora_config(cfg),
         train_dataset=datasets.Dataset.from_list(sft_rows(train_items, system, transcript)),
         eval_dataset=datasets.Dataset.from_list(sft_rows(eval_items, system, transcript)) if eval_items else None,
     )
     resume = last_checkpoint(work_dir)
+    trainer.consumption.restore(resume)
     if resume:
         log.info("%s: resuming from %s", name, resume)
     if torch.cuda.is_available():
@@ -163,12 +218,20 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
     trainer.save_model(str(out_dir))
     tok.save_pretrained(str(out_dir))
     record = training_record(cfg, trainer, result, seconds, notes, name, len(train_items), steps, resumed=bool(resume))
-    record.update(fingerprint=fingerprint, system_prompt=system, transcript=transcript)
+    record.update(fingerprint=fingerprint, system_prompt=system, transcript=transcript,
+                  consumed=trainer.consumption.counts, provided=_sources(train_items))
     write_model_card(out_dir, record)
     write_json(out_dir / "training_log.json", trainer.state.log_history)
     write_json(out_dir / COMPLETED, record)  # written last: its presence means everything above is on disk
     shutil.rmtree(work_dir, ignore_errors=True)
     return record
+
+
+def _sources(items: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for it in items:
+        out[it.get("source", "ed")] = out.get(it.get("source", "ed"), 0) + 1
+    return out
 
 
 def peak_memory_mb() -> float:
@@ -215,7 +278,7 @@ def training_items(ed_records: list[dict], synthetic: list[dict], seed: int) -> 
     import random
 
     ed = [{"history": r["history"], "response": r["response"]} for r in ed_records]
-    items = ed + [{"history": e["history"], "response": e["output"]} for e in synthetic]
+    items = ed + [{"history": e["history"], "response": e["output"], "source": "synthetic"} for e in synthetic]
     random.Random(seed).shuffle(items)
     return items, {"ed": len(ed), "synthetic": len(synthetic), "total": len(items)}
 
