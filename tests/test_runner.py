@@ -14,7 +14,7 @@ def test_notebook_00_through_the_runner_then_skipped(tmp_path, run_overrides):
     store = runner.run("tiny", run_overrides, stop=0, echo=lines.append)
     assert lines[1].startswith("[1/1] 00_data: done") and lines[-1].startswith("report: ")
     train = read_jsonl(store.path("00_data", "train.jsonl"))
-    assert len(train) == 149 and {"history", "response", "emotion"} <= set(train[0])
+    assert len(train) == 40 and {"history", "response", "emotion"} <= set(train[0])
     assert (store.root / "notebooks" / "00_data.ipynb").exists(), "the executed copy is kept"
     assert (tmp_path / "figures" / "00_corpus.png").stat().st_size > 10_000
     manifest = json.loads(store.manifest_path.read_text())

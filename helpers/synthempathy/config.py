@@ -329,7 +329,7 @@ def load_config(profile: str = "tiny", overrides: dict[str, Any] | list[str] | N
     try:  # all at once: keys that must change together (gen_prompt and its aids) can
         return Config(**{**values, **overrides})
     except ValidationError as e:
-        named = {str(err["loc"][0]) for err in e.errors() if err["loc"]} & set(overrides)
+        named = {k for k in overrides if any((err["loc"] and str(err["loc"][0]) == k) or k in err["msg"] for err in e.errors())}
         shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items() if k in named or not named)
         raise ConfigError(_format_errors(e, f"override {shown} (profile {origin})")) from None
 
