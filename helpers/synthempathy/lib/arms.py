@@ -59,7 +59,10 @@ def synthetic_for(cfg, store, arm: str, seed: int) -> list[dict]:
 
 
 def sweep_points(cfg) -> list[tuple[str, float]]:
-    return [("threshold", t) for t in cfg.sweep_thresholds] + [("kcenter_ratio", r) for r in cfg.sweep_ratios]
+    """The sweep's (param, value) points that need adapters of their own: the profile's own point is where
+    synth_empathy and ed_plus_random are trained already."""
+    points = [("threshold", t) for t in cfg.sweep_thresholds] + [("kcenter_ratio", r) for r in cfg.sweep_ratios]
+    return [(p, v) for p, v in points if v != getattr(cfg, p)]
 
 
 def point_name(param: str, value: float) -> str:
@@ -87,8 +90,6 @@ def plan(cfg, store) -> list[Run]:
     if points:
         emb, pool = embedder(cfg, store), store.read("01_generate", "examples.jsonl")
         for param, value in points:
-            if value == getattr(cfg, param):
-                continue  # the profile's own point: synth_empathy and ed_plus_random are trained there already
             chosen, name = sweep_selection(cfg, store, param, value, emb), point_name(param, value)
             for seed in cfg.train_seeds:
                 runs.append(Run(name, seed, tuple(chosen)))
@@ -105,7 +106,7 @@ def what(name: str) -> str:
 
 def sweep_runs(cfg) -> list[tuple[str, str, float, str]]:
     """(name, param, value, kind) of every sweep adapter plan() trains, kind "selected" or "random"."""
-    return [(f"{point_name(p, v)}{suffix}", p, v, kind) for p, v in sweep_points(cfg) if v != getattr(cfg, p)
+    return [(f"{point_name(p, v)}{suffix}", p, v, kind) for p, v in sweep_points(cfg)
             for suffix, kind in (("", "selected"), ("_random", "random"))]
 
 

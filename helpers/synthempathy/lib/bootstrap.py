@@ -116,14 +116,15 @@ def _difference(point: float, reps: np.ndarray, alpha: float) -> dict[str, float
 
 
 def seeded_metrics(
-    predictions_by_seed: Sequence[list[str]],
+    predictions,
     references: list[str],
     n_resamples: int = 1000,
     seed: int = 0,
-    alpha: float = 0.05,
     metric_fn: Callable = automatic_metrics,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Corpus figures averaged over training seeds (one prediction list per seed) and their replicates."""
+    """Corpus figures averaged over training seeds and their replicates: `predictions` is one prediction list,
+    or one per training seed."""
+    predictions_by_seed = predictions if predictions and isinstance(predictions[0], list) else [predictions]
     points, reps = [], []
     for preds in predictions_by_seed:
         p, r = _replicates(_metric_computer(preds, references, metric_fn), len(references), n_resamples, seed)
@@ -149,8 +150,7 @@ def bootstrap_metrics(
     `automatic_metrics`; it is then called on each resampled list. `predictions` may also be a list of
     prediction lists, one per training seed: the figure is then their mean, resampled over seeds too.
     """
-    by_seed = predictions if predictions and isinstance(predictions[0], list) else [predictions]
-    point, reps = seeded_metrics(by_seed, references, n_resamples, seed, alpha, metric_fn)
+    point, reps = seeded_metrics(predictions, references, n_resamples, seed, metric_fn)
     return {k: (point[k], *_interval(reps[k], alpha)) for k in point}
 
 
@@ -171,9 +171,8 @@ def paired_bootstrap(
     with 80% power at this spread. For Dist the replicates are centred half-samples, so mean_diff = point_diff.
     Either side may be a list of prediction lists, one per training seed (paired seed by seed).
     """
-    wrap = lambda p: p if p and isinstance(p[0], list) else [p]  # noqa: E731
-    point_a, reps_a = seeded_metrics(wrap(preds_a), references, n_resamples, seed, alpha, metric_fn)
-    point_b, reps_b = seeded_metrics(wrap(preds_b), references, n_resamples, seed, alpha, metric_fn)
+    point_a, reps_a = seeded_metrics(preds_a, references, n_resamples, seed, metric_fn)
+    point_b, reps_b = seeded_metrics(preds_b, references, n_resamples, seed, metric_fn)
     return {k: _difference(point_a[k] - point_b[k], reps_a[k] - reps_b[k], alpha) for k in point_a}
 
 
