@@ -10,7 +10,7 @@ PROFILE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test lint lab bench lock strip clean
+.PHONY: setup browser run test lint chat lab bench lock strip clean
 
 setup: $(STAMP)
 
@@ -24,14 +24,25 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (synthempathy)" >/dev/null
 	touch $(STAMP)
 
+# Debian's Chromium for the browser tests (the chat app, the rating form): Playwright drives the system's
+# browser, so nothing is downloaded from outside the package registries.
+browser:
+	@command -v chromium >/dev/null || { echo "installing chromium (apt)"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q >/dev/null && \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium >/dev/null; }; }
+
 run: setup
 	$(PY) -m synthempathy run --profile $(PROFILE)
 
 lint: setup
 	$(PY) -m ruff check helpers tests bench notebooks
 
-test: setup lint
+test: setup browser lint
 	$(PY) -m pytest -q
+
+chat: setup
+	$(PY) -m synthempathy chat --profile $(PROFILE)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -26,7 +26,7 @@ from .store import JsonlCache, write_json, write_jsonl
 
 STAGE = Stage("05_evaluate")
 
-BASE = "base"
+BASE, prediction_name = arms.BASE, arms.prediction_name
 # The comparisons a reviewer reads first: the paper's claim, and whether the selection beats chance.
 HEADLINE = (("synth_empathy", "ed"), ("synth_empathy", "ed_plus_random"))
 
@@ -42,10 +42,6 @@ def models_to_evaluate(cfg, store) -> dict[str, dict[int | None, str]]:
 def eval_records(cfg, store) -> list[dict]:
     records = store.read("00_data", "eval.jsonl")
     return records[: cfg.max_eval_records] if cfg.max_eval_records else records
-
-
-def prediction_name(name: str, seed: int | None) -> str:
-    return name if seed is None else f"{name}.seed-{seed}"
 
 
 def predict(cfg, store, name: str, spec: str, records: list[dict], progress: bool = True) -> list[dict]:

@@ -42,6 +42,14 @@ class Run:
         return f"{self.name}/seed-{self.seed}"
 
 
+BASE = "base"  # the untuned base model: evaluated and shown beside the arms, trained by no one
+
+
+def prediction_name(name: str, seed: int | None) -> str:
+    """The file stem of a model's evaluation answers: `<arm>.seed-<s>`, or the base model's name alone."""
+    return name if seed is None else f"{name}.seed-{seed}"
+
+
 def random_sample(pool: list[dict], n: int, *tags) -> list[dict]:
     """n examples drawn uniformly without replacement from `pool`, seeded by the tags (arm or point, seed)."""
     return random.Random(derived_seed(*tags)).sample(pool, n)

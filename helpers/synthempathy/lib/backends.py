@@ -133,7 +133,7 @@ class TransformersBackend:
     def _generate_batch(self, batch: list[Request], torch) -> list[dict]:
         tok, model, s = self.tokenizer, self.model, batch[0].sampling
         ids = [tok(self.render(r), add_special_tokens=False)["input_ids"] for r in batch]
-        eos = {tok.eos_token_id, *_as_list(model.generation_config.eos_token_id)} - {None}
+        eos = {tok.eos_token_id, *as_list(model.generation_config.eos_token_id)} - {None}
         kwargs = {"max_new_tokens": s.max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": sorted(eos)}
         if s.temperature > 0:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
@@ -154,7 +154,7 @@ class TransformersBackend:
         return rows
 
 
-def _as_list(x) -> list:
+def as_list(x) -> list:
     return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
 
 

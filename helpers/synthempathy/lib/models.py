@@ -63,7 +63,7 @@ def packaged_file(spec: str) -> Path:
     return path
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     from huggingface_hub import constants
 
     host = urlparse(constants.ENDPOINT).hostname
@@ -102,7 +102,7 @@ def resolve(spec: str) -> str:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ModelError(f"model '{spec}': not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
                          "download it first on a machine with hub access, or use a packaged: model")
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelError(f"model '{spec}': the model hub cannot be reached from this machine and the model "
                          "is not cached; use a packaged: model or a local folder")
     return spec

@@ -121,7 +121,7 @@ def _check_aligned(outcomes_by_seed: list[list[dict]]) -> None:
                              "must share the evaluation items for the examples to be resampled together")
 
 
-def _share(values_by_seed: np.ndarray, n_resamples: int, seed: int) -> list[float]:
+def share_ci(values_by_seed: np.ndarray, n_resamples: int, seed: int) -> list[float]:
     return [round(v, 4) for v in seeded_ci(values_by_seed, n_resamples, seed)]
 
 
@@ -132,13 +132,13 @@ def ab_summary(outcomes_by_seed: list[list[dict]], n_resamples: int, seed: int) 
     summary = {}
     for c in CRITERIA:
         o = np.array([[r[c] for r in rows] for rows in outcomes_by_seed], dtype=np.float64)  # (seeds, items)
-        summary[c] = {name: _share((o == value).astype(np.float64), n_resamples, seed) for name, value in OUTCOMES.items()}
+        summary[c] = {name: share_ci((o == value).astype(np.float64), n_resamples, seed) for name, value in OUTCOMES.items()}
         summary[c]["pairs"] = int(o.size)
-        summary[c]["net"] = _share(o, n_resamples, seed)  # the mean outcome is win share - lose share
+        summary[c]["net"] = share_ci(o, n_resamples, seed)  # the mean outcome is win share - lose share
     return summary
 
 
-def _percent(share: Sequence[float]) -> str:
+def percent(share: Sequence[float]) -> str:
     point, low, high = (100 * v for v in share)
     return f"{point:.1f} [{low:.1f}, {high:.1f}]"
 
@@ -149,6 +149,6 @@ def ab_markdown(summary: dict, x: str, y: str) -> str:
     lines = [f"{x} against {y}, {pairs} pairs per criterion, % with 95% intervals. Win: the judge preferred {x}'s "
              f"reply in both orders; lose: {y}'s in both; anything else is a tie. Net = win - lose.", "",
              "| criterion | win | tie | lose | net |", "|---|---|---|---|---|"]
-    lines += [f"| {c} | " + " | ".join(_percent(s[k]) for k in ("win", "tie", "lose", "net")) + " |"
+    lines += [f"| {c} | " + " | ".join(percent(s[k]) for k in ("win", "tie", "lose", "net")) + " |"
               for c, s in summary.items()]
     return "\n".join(lines)
