@@ -1,0 +1,110 @@
+"""How fast the chat app answers, against the evaluation backend answering the same message, side by side.
+
+Starts the app on a finished run (default: runs/tiny), sends one message from headless Chromium, and records when
+each column's text last changed: the first arm's reply is complete at that moment (the budget: under 5 s for a
+135M arm). The baseline is stage 05's way of answering, the merged adapter in `TransformersBackend`, one request,
+with the model already loaded; the ratio says what the app's streaming, adapter switching and web round trip cost.
+    python bench/chat.py [--profile tiny] [-p key=value ...] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+MESSAGE = "I lost my job today and I don't know how to tell my family."
+# when each column's text last changed, in ms after the message was sent (polled in the page every 20 ms)
+WATCH = """([names, t0]) => new Promise(done => {
+  const last = {}, seen = {};
+  const tick = () => {
+    const now = performance.now() - t0;
+    for (const n of names) {
+      const bots = document.querySelectorAll(`#chat-${n} .bot.message`);
+      const text = bots.length ? bots[bots.length - 1].innerText : "";
+      if (text && text !== seen[n]) { seen[n] = text; last[n] = now; }
+    }
+    if (names.every(n => last[n]) && !document.querySelector('#message textarea').disabled) done(last);
+    else setTimeout(tick, 20);
+  };
+  tick();
+})"""
+
+
+def app_times(url: str, names: list[str], repeats: int) -> list[dict]:
+    from playwright.sync_api import sync_playwright
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    out = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        page = browser.new_page()
+        page.goto(url)
+        for _ in range(repeats):
+            page.click("#clear")
+            page.fill("#message textarea", MESSAGE)
+            t0 = page.evaluate("() => performance.now()")
+            page.press("#message textarea", "Enter")
+            out.append({n: ms / 1000 for n, ms in page.evaluate(WATCH, [names, t0]).items()})
+        browser.close()
+    return out
+
+
+def baseline_seconds(cfg, spec: str, repeats: int) -> float:
+    """Stage 05's answer to the same message: the merged adapter, greedy, one request, model loaded."""
+    from synthempathy.lib import sft
+    from synthempathy.lib.backends import Request, Sampling, TransformersBackend
+    from synthempathy.lib.dialogue import chat_pairs
+    from synthempathy.store import JsonlCache
+
+    backend = TransformersBackend(spec, cfg.device, 1)
+    system, transcript = sft.arm_input(cfg)
+    sampling = Sampling(0.0, 1.0, cfg.eval_max_new_tokens)
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats + 1):  # the first call loads the model: not timed
+            req = Request.make(spec, chat_pairs([MESSAGE], system, transcript), "", sampling, i)
+            cache = JsonlCache(Path(tmp) / f"{i}.jsonl")
+            t0 = time.perf_counter()
+            backend.generate([req], cache, progress=False)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    from synthempathy import chat
+    from synthempathy.config import load_config
+    from synthempathy.store import RunStore
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("-p", "--param", action="append", default=[])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    cfg = load_config(args.profile, args.param)
+    store = RunStore(cfg.run_dir)
+    t0 = time.perf_counter()
+    app = chat.serve(cfg, store, block=False)
+    print(f"app ready (models loaded) in {time.perf_counter() - t0:.1f} s")
+    specs = chat.columns(cfg, store)
+    names, first_arm = list(specs), list(specs)[1]
+    try:
+        runs = app_times(app.local_url, names, args.repeats)
+    finally:
+        app.close()
+    done = {n: statistics.median(r[n] for r in runs) for n in names}
+    base = baseline_seconds(cfg, specs[first_arm], args.repeats)
+    print(f"columns complete after (median of {args.repeats}, s): " + ", ".join(f"{n} {t:.2f}" for n, t in done.items()))
+    arm_alone = done[first_arm] - done[names[0]]
+    print(f"first arm ({first_arm}): its reply complete {done[first_arm]:.2f} s after the message "
+          f"(budget 5 s), {arm_alone:.2f} s of it its own; the evaluation backend alone: {base:.2f} s "
+          f"-> app / backend = {arm_alone / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
