@@ -150,3 +150,100 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(tmp_path):
         texts[name] = [cache[r.key]["text"] for r in reqs]
     assert texts["batched"] == texts["one"]
     assert all(t.strip() for t in texts["one"])
+
+
+# -- shapes larger generators write (issue #14, item 5) -------------------------------------------------------
+
+EXAM = ("I failed my exam.", "I'm sorry, that must hurt.")
+RETAKE = ("I have to retake it in June.", "That gives you time to prepare. You can do this.")
+
+SHAPE_CASES = [
+    ("one line per round",
+     "Round 1: Context: I failed my exam. Response: I'm sorry, that must hurt.\n"
+     "Round 2: Context: I have to retake it in June. Response: That gives you time to prepare. You can do this."),
+    ("one line per round, no Round labels",
+     "Context: I failed my exam. Response: I'm sorry, that must hurt.\n"
+     "Context: I have to retake it in June. Response: That gives you time to prepare. You can do this."),
+    ("bold labels, colon inside or outside, no blank lines",
+     "**Round 1:**\n**Context:** I failed my exam.\n**Response**: I'm sorry, that must hurt.\n"
+     "**Round 2**\n**Context**: I have to retake it in June.\n**Response:** That gives you time to prepare. You can do this."),
+    ("italic labels",
+     "*Round 1:*\n*Context*: I failed my exam.\n*Response:* I'm sorry, that must hurt.\n"
+     "_Round 2_:\n_Context_: I have to retake it in June.\n__Response__: That gives you time to prepare. You can do this."),
+    ("markdown headings, no blank lines",
+     "### Round 1\nContext: I failed my exam.\nResponse: I'm sorry, that must hurt.\n"
+     "### Round 2\nContext: I have to retake it in June.\nResponse: That gives you time to prepare. You can do this."),
+    ("numbered list with a dot",
+     "1. Context: I failed my exam.\n   Response: I'm sorry, that must hurt.\n"
+     "2. Context: I have to retake it in June.\n   Response: That gives you time to prepare. You can do this."),
+    ("numbered list with a parenthesis",
+     "1) Context: I failed my exam.\n   Response: I'm sorry, that must hurt.\n"
+     "2) Context: I have to retake it in June.\n   Response: That gives you time to prepare. You can do this."),
+    ("bullets",
+     "- Context: I failed my exam.\n- Response: I'm sorry, that must hurt.\n"
+     "- Context: I have to retake it in June.\n- Response: That gives you time to prepare. You can do this."),
+    ("straight and curly double quotes",
+     "Round 1:\nContext: \"I failed my exam.\"\nResponse: “I'm sorry, that must hurt.”\n"
+     "Round 2:\nContext: “I have to retake it in June.”\nResponse: \"That gives you time to prepare. You can do this.\""),
+    ("single quotes around turns with apostrophes",
+     "Round 1:\nContext: 'I failed my exam.'\nResponse: 'I'm sorry, that must hurt.'\n"
+     "Round 2:\nContext: ‘I have to retake it in June.’\nResponse: ‘That gives you time to prepare. You can do this.’"),
+    ("bold labels and quotes",
+     "**Round 1:**\n**Context:** \"I failed my exam.\"\n**Response:** “I'm sorry, that must hurt.”\n\n"
+     "**Round 2:**\n**Context:** \"I have to retake it in June.\"\n**Response:** \"That gives you time to prepare. You can do this.\""),
+    ("bold labels and quotes, one line per round",
+     "**Round 1:** **Context:** \"I failed my exam.\" **Response:** \"I'm sorry, that must hurt.\"\n"
+     "**Round 2:** **Context:** \"I have to retake it in June.\" **Response:** \"That gives you time to prepare. You can do this.\""),
+    ("numbered, one line per round",
+     "1. Context: I failed my exam. Response: I'm sorry, that must hurt.\n"
+     "2. Context: I have to retake it in June. Response: That gives you time to prepare. You can do this."),
+    ("italic quoted turns",
+     "Round 1:\nContext: *\"I failed my exam.\"*\nResponse: *I'm sorry, that must hurt.*\n"
+     "Round 2:\nContext: _I have to retake it in June._\nResponse: \"*That gives you time to prepare. You can do this.*\""),
+]
+
+
+@pytest.mark.parametrize("case, text", SHAPE_CASES, ids=[c[0] for c in SHAPE_CASES])
+def test_parse_rounds_reads_each_common_shape(case, text):
+    assert G.parse_rounds(text) == [EXAM, RETAKE]
+    assert G.parse_rounds(text, complete=False) == [EXAM, RETAKE], "every round ends a sentence"
+
+
+def test_whole_dialogue_on_one_line():
+    text = ("Round 1: Context: I failed my exam. Response: I'm sorry, that must hurt. "
+            "Round 2: Context: I have to retake it in June. Response: That gives you time to prepare. You can do this. "
+            "Round 3: Context: My parents don't know yet. Response: Telling them may feel lighter than carrying it alone.")
+    assert G.parse_rounds(text) == [EXAM, RETAKE, ("My parents don't know yet.",
+                                                   "Telling them may feel lighter than carrying it alone.")]
+    numbered = ("1. Context: I failed my exam. Response: I'm sorry, that must hurt. 2. Context: I have to retake it "
+                "in June. Response: That gives you time to prepare. You can do this.")
+    assert G.parse_rounds(numbered) == [EXAM, RETAKE]
+
+
+def test_one_line_rounds_keep_the_cut_off_rule():
+    text = ("Round 1: Context: I failed my exam. Response: I'm sorry, that must hurt. "
+            "Round 2: Context: I have to retake it in June. Response: That gives you time to")
+    assert G.parse_rounds(text, complete=False) == [EXAM]
+    assert G.parse_rounds(text, complete=True)[1] == ("I have to retake it in June.", "That gives you time to")
+
+
+def test_a_label_word_inside_a_turn_does_not_split_it():
+    context = "Without the context of it, my response: silence, seemed rude to them."
+    response = "Context matters, and your response was a human one. What did they say?"
+    assert G.parse_rounds(f"Round 1: Context: {context} Response: {response}") == [(context, response)]
+    assert G.parse_rounds(f"Round 1:\nContext: {context}\nResponse:\n{response}") == [(context, response)]
+
+
+@pytest.mark.parametrize("turn, cleaned", [
+    ('"I failed my exam."', "I failed my exam."),
+    ("'I'm sorry, that must hurt.'", "I'm sorry, that must hurt."),
+    ("“‘I failed.’”", "I failed."),
+    ('**"I failed my exam."**', "I failed my exam."),
+    ('"Hi," she said, "bye."', '"Hi," she said, "bye."'),
+    ("“Hi,” she said, “bye.”", "“Hi,” she said, “bye.”"),
+    ("'Hi,' she said, 'bye.'", "'Hi,' she said, 'bye.'"),
+    ('She said "no" to me.', 'She said "no" to me.'),
+    ("*sigh* I'm tired *again*", "*sigh* I'm tired *again*"),
+])
+def test_quotes_are_stripped_only_when_they_wrap_the_whole_turn(turn, cleaned):
+    assert G.clean(turn) == cleaned

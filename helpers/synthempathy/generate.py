@@ -72,31 +72,71 @@ def generation_requests(seeds: list[dict], cfg) -> list[tuple[dict, int, Request
 
 # -- parsing the generator's output ------------------------------------------------------------------
 
+# Markdown emphasis around a label: "**Context:**", "*Context*:", "__Response__:", "***Round 1:***".
+EMPHASIS = r"[*_]{0,3}"
+# A labelled line, after an optional bullet, heading mark or "1." number. The emphasis after the separator is
+# taken only when a space follows it, so "Context: *I failed.*" keeps its italics for `clean` to unwrap.
 LABEL = re.compile(
-    r"""^\s*(?:[-*>#]+\s*)?(?:\d+[.)]\s*)?          # bullets, headings, "1." numbering
-        (?:\*\*|__)?\s*
-        (round|context|response|speaker|listener)\b\s*(?:\#?\s*\d+)?\s*
-        (?:\*\*|__)?\s*[:：\-–]\s*(?:\*\*|__)?\s*(.*)$""",
+    rf"""^\s*(?:[-*>#]+\s*)?(?:\d+[.)]\s*)?          # bullets, headings, "1." numbering
+        {EMPHASIS}\s*
+        (round|context|response|speaker|listener)(?![a-z])\s*(?:\#?\s*\d+)?\s*
+        {EMPHASIS}\s*[:：\-–]\s*(?:[*_]+(?=\s|$))?\s*(.*)$""",
     re.IGNORECASE | re.VERBOSE,
 )
 NUMBERED = re.compile(r"^\s*(?:\*\*|__)?\s*\d+[.)]?\s*(?:\*\*|__)?\s*$")  # a bare "1." line starts a round
+# A markdown round header with no separator ("### Round 1", "**Round 2**") starts a round; without this it would be
+# glued to the previous response when no blank line comes before it. A plain "Round 4" is left as it was read
+# before: cut-off generations of the committed runs end in one, and their parse must not change.
+ROUND_HEADING = re.compile(rf"^\s*(?:[#>]+\s*{EMPHASIS}|[*_]{{1,3}})\s*round\s*\#?\s*\d*\s*{EMPHASIS}\s*$",
+                           re.IGNORECASE)
+# A label in the middle of a line ("Round 1: Context: ... Response: ...", a whole round or dialogue on one line):
+# the line is cut before it. Only a capitalised (or upper-case) label word right before its colon counts, so "the
+# context of it" or "my response: no" stays inside its turn; a "2." numbering in front goes with the label.
+INLINE_LABEL = re.compile(
+    rf"""(?<=\S)[ \t]+(?=(?:\d+[.)][ \t]+)?{EMPHASIS}
+        (?:Round[ \t]*\#?[ \t]*\d*|ROUND[ \t]*\#?[ \t]*\d*|Context|CONTEXT|Response|RESPONSE
+           |Speaker|SPEAKER|Listener|LISTENER){EMPHASIS}[ \t]*[:：])""",
+    re.VERBOSE,
+)
 FIELD = {"context": "context", "speaker": "context", "response": "response", "listener": "response"}
 QUOTES = "\"'“”‘’`"
+# Marks around a whole turn: a pair of double quotes, of single quotes, of backticks, or markdown italics. A pair
+# is taken off only when no other mark of its kind is inside, so '"Hi," she said, "bye."' keeps its quotes;
+# a single quote may still sit between two letters inside as an apostrophe ("'I'm sorry.'").
+WRAPPED = re.compile(
+    r"""^(?: ["“”„] ([^"“”„]*) ["“”]
+           | ['‘’] ((?:[^'‘’]|(?<=\w)['’](?=\w))*) ['’‘]
+           | ` ([^`]*) `
+           | \* ([^*]*) \*
+           | _ ([^_]*) _ )$""",
+    re.VERBOSE,
+)
 SENTENCE_END = re.compile(r"""[.!?…)\]"'”’*~]\s*$|[\U0001F300-\U0001FAFF]\s*$""")
+
+
+def unwrap(text: str) -> str:
+    """`text` without the quotes or italics that wrap all of it, however many layers ('*"I failed."*')."""
+    while m := WRAPPED.match(text):
+        text = next(g for g in m.groups() if g is not None).strip()
+    return text
 
 
 def clean(text: str) -> str:
     text = re.sub(r"(\*\*|__)", "", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    while len(text) >= 2 and text[0] in QUOTES and text[-1] in QUOTES:
-        text = text[1:-1].strip()
+    text = unwrap(re.sub(r"\s+", " ", text).strip())
     return text.strip(QUOTES + " ") if text.count('"') == 1 else text
+
+
+def split_inline_labels(text: str) -> list[str]:
+    """The lines of `text`, each label that sits inside a line moved to a line of its own."""
+    return INLINE_LABEL.sub("\n", text).splitlines()
 
 
 def parse_rounds(text: str, complete: bool = True) -> list[tuple[str, str]]:
     """(context, response) pairs from a generated dialogue.
 
-    Tolerates "Round 1:" / "1." / "**Context:**" / "Speaker:" labels, markdown, quotes, blank lines and
+    Tolerates "Round 1:" / "### Round 1" / "1." / "**Context:**" / "*Context*:" / "Speaker:" labels, rounds or a
+    whole dialogue written on one line, numbered and bulleted lists, quoted or italic turns, blank lines and
     missing Round lines. A context without a response is dropped. When `complete` is False (the generator hit
     its token limit), a last response that does not end a sentence is treated as cut off and dropped.
     """
@@ -111,7 +151,7 @@ def parse_rounds(text: str, complete: bool = True) -> list[tuple[str, str]]:
             pairs.append((context, response))
         current, field = {}, None
 
-    for line in text.splitlines():
+    for line in split_inline_labels(text):
         m = LABEL.match(line)
         if m:
             label, rest = m.group(1).lower(), m.group(2)
@@ -127,7 +167,7 @@ def parse_rounds(text: str, complete: bool = True) -> list[tuple[str, str]]:
             field = name
             if rest.strip():
                 current[name].append(rest)
-        elif NUMBERED.match(line):
+        elif NUMBERED.match(line) or ROUND_HEADING.match(line):
             close()
         elif not line.strip():
             if field and current[field]:

@@ -3,7 +3,8 @@
 Stages talk to each other only through these files. Writes are atomic (temp file + rename), so a crash
 never leaves half a file where a finished one is expected. Resumable work (caches, checkpoints) goes to
 <stage>/_work/, which the fingerprint of a stage's outputs ignores. `manifest.json` records the config,
-package versions, per-stage fingerprints, outputs and timings.
+package versions, per-stage fingerprints, outputs and timings. One process at a time writes a run folder: the
+runner and every notebook take `<run>/.lock` first (RunStore.lock, RunStore.hold).
 
 (Over 300 lines on purpose: it is the one place where a run's files are written, read, hashed and cached, so
 that no other module opens a run file its own way.)
@@ -11,16 +12,27 @@ that no other module opens a run file its own way.)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import socket
+import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs are not locked (RunStore.lock says so)
+    fcntl = None
 
 # The chain's stages, numbered as their notebooks and run folders are, each beside the stage of the paper it runs
 # (../shared/PAPER.md, "Pipeline"). The one list of stages: everything else reads it from here.
@@ -94,6 +106,9 @@ ARTIFACT_FIELDS = {
     ("02_quality", "selected.jsonl"): (*_EXAMPLE, "discriminator", "similarity"),
     ("03_diversity", "selected.jsonl"): ("id", "history", "output"),  # what the training arms read
 }
+
+
+log = logging.getLogger(__name__)
 
 
 class ArtifactError(ValueError):
@@ -183,6 +198,139 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# -- one run at a time per run folder ---------------------------------------------------------------------------
+#
+# <run>/.lock is held with flock() by the process writing the folder, and says who that is (JSON) for the error
+# a second process gets. The kernel drops a flock when its process dies, even by SIGKILL, so a lock left by a
+# killed run is free and is taken over, without guessing from PIDs (they are reused, and another host's cannot
+# be checked). A clean release empties the file; a holder in it with the flock free was a dead process. The file
+# is never deleted: a deleted lock file would let two processes lock two different files.
+
+LOCK_FILE = ".lock"
+LOCK_ENV = "SYNTHEMPATHY_RUN_LOCK"  # a run's token, inherited by the notebook kernels it starts
+
+
+class RunLocked(RuntimeError):
+    """The run folder is in use by another process: a `run`, or a notebook's kernel."""
+
+
+class _Hold:
+    """This process's hold on one lock file: re-entrant (count); only the process that took it releases it."""
+
+    def __init__(self, key: str, fd: int):
+        self.key, self.fd, self.token, self.pid = key, fd, uuid.uuid4().hex, os.getpid()
+        self.count, self.for_life = 1, False
+
+
+_HELD: dict[str, _Hold] = {}  # resolved lock file -> hold
+
+
+def _holder(fd: int) -> dict:
+    try:
+        info = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _locked_message(lock: Path, info: dict) -> str:
+    folder = lock.parent
+    if not info.get("pid"):
+        return (f"run folder {folder} is in use by another process (it holds {lock}; `fuser -v {lock}` names "
+                "it). One run at a time per run folder: wait for it to finish, or stop it.")
+    pid, host, since = info["pid"], info.get("host", "?"), info.get("started", "?")
+    here = host == socket.gethostname()
+    with contextlib.suppress(ValueError, TypeError):
+        since += f", {(time.time() - datetime.fromisoformat(since).timestamp()) / 60:.0f} min ago"
+    exited = (f" Process {pid} has exited, but a process it started still holds the lock "
+              f"(`fuser -v {lock}` names it).") if here and not _alive(pid) else ""
+    return (f"run folder {folder} is in use by {info.get('owner', '?')}: pid {pid} on host {host}, started "
+            f"{since} (command: {info.get('command', '?')}).{exited} One run at a time per run folder: wait for "
+            "it to finish, or stop it (Ctrl-C in its terminal; for a notebook, Kernel > Shut Down Kernel in "
+            f"JupyterLab; or `kill {pid}`{'' if here else ' on ' + host}), or give this run another folder "
+            "(-p run_root=DIR).")
+
+
+def _command_line() -> str:
+    try:
+        return Path("/proc/self/cmdline").read_bytes().strip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return " ".join([sys.executable, *sys.argv])
+
+
+def _acquire(root: Path, owner: str, inherit: bool) -> _Hold | None:
+    """Take <root>/.lock or raise RunLocked. None: not held by this process (see RunStore.hold), or no flock."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / LOCK_FILE
+    key = str(lock.resolve())
+    if (hold := _HELD.get(key)) and hold.pid == os.getpid():
+        hold.count += 1
+        return hold
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a read-only run folder: nothing can be written to it anyway
+        log.warning("cannot lock run folder %s (%s): a second run on it will not be stopped", root, e)
+        return None
+    try:
+        if fcntl is None:
+            raise OSError("no fcntl on this system")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        info = _holder(fd)
+        if not info:  # taken an instant ago: its holder writes who it is just after locking
+            time.sleep(0.2)
+            info = _holder(fd)
+        os.close(fd)
+        if inherit and info.get("token") and info.get("token") == os.environ.get(LOCK_ENV):
+            return None  # held by the run that started this process (a notebook kernel of `run`)
+        raise RunLocked(_locked_message(lock, info)) from None
+    except OSError as e:  # file locks unsupported here (some network filesystems)
+        os.close(fd)
+        log.warning("cannot lock run folder %s (%s): a second run on it will not be stopped", root, e)
+        return None
+    if (stale := _holder(fd)).get("pid"):
+        log.warning("run folder %s: taking over the lock left by %s (pid %s on %s, started %s), which is no "
+                    "longer running", root, stale.get("owner", "?"), stale["pid"], stale.get("host", "?"),
+                    stale.get("started", "?"))
+    hold = _HELD[key] = _Hold(key, fd)
+    info = {"pid": hold.pid, "host": socket.gethostname(), "owner": owner, "command": _command_line(),
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"), "token": hold.token}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info, ensure_ascii=False) + "\n").encode(), 0)
+    return hold
+
+
+def _release(hold: _Hold | None, everything: bool = False) -> None:
+    if hold is None or hold.pid != os.getpid():  # a forked child must not unlock its parent
+        return
+    hold.count = 0 if everything else hold.count - 1
+    if hold.count > 0:
+        return
+    _HELD.pop(hold.key, None)
+    with contextlib.suppress(OSError):
+        os.ftruncate(hold.fd, 0)  # released cleanly: nothing left to report as stale
+        fcntl.flock(hold.fd, fcntl.LOCK_UN)
+    os.close(hold.fd)
+
+
+@atexit.register
+def _release_all() -> None:
+    for hold in list(_HELD.values()):
+        _release(hold, everything=True)
+
+
 # -- the run folder -------------------------------------------------------------------------------------------
 
 class RunStore:
@@ -224,6 +372,41 @@ class RunStore:
             raise FileNotFoundError(f"{p} is missing: run stage {stage} first "
                                     f"(python -m synthempathy run --profile {self.root.name} --to {stage[:2]})")
         return p
+
+    # one process at a time (the section above)
+    @contextlib.contextmanager
+    def lock(self, owner: str) -> Iterator[None]:
+        """Hold the run folder for the block, or raise RunLocked at once, naming who holds it.
+
+        `owner` says what this process is (shown to the one refused). Re-entrant within a process. While held,
+        LOCK_ENV carries the lock's token to child processes, so that the notebooks' kernels a run starts can
+        open the folder it holds (RunStore.hold). A lock left by a dead process is taken over, with a warning.
+        """
+        hold = _acquire(self.root, owner, inherit=False)
+        previous = os.environ.get(LOCK_ENV)
+        if hold is not None:
+            os.environ[LOCK_ENV] = hold.token
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(LOCK_ENV, None)
+            else:
+                os.environ[LOCK_ENV] = previous
+            _release(hold)
+
+    def hold(self, owner: str) -> None:
+        """Hold the run folder until this process ends (what a notebook does), or raise RunLocked.
+
+        Nothing is taken when the run that started this process holds it (its token is in LOCK_ENV), nor
+        twice by one process.
+        """
+        hold = _HELD.get(str((self.root / LOCK_FILE).resolve()))
+        if hold is not None and hold.pid == os.getpid() and hold.for_life:
+            return
+        hold = _acquire(self.root, owner, inherit=True)
+        if hold is not None:
+            hold.for_life = True
 
     # manifest
     @property

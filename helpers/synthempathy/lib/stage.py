@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +40,28 @@ class Stage:
 
     def open(self, profile: str = "tiny", overrides: dict[str, Any] | list[str] | None = None
              ) -> tuple[StageConfig, RunStore]:
-        """(config as this stage sees it, the run's store), everything seeded with the config's seed."""
+        """(config as this stage sees it, the run's store), everything seeded with the config's seed.
+
+        The run folder is this process's until it ends (RunStore.hold): a notebook open in JupyterLab keeps it
+        until its kernel is shut down, and a `run` started meanwhile is refused, naming the notebook. Under
+        `run`, whose lock the notebook's kernel inherits (LOCK_ENV), nothing more is taken.
+        """
         self._check_parameters(profile, overrides)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
         cfg = load_config(profile, overrides)
-        seed_everything(cfg.seed)
         store = RunStore(cfg.run_dir)
+        store.hold(self._holder())  # before anything slow, so that a refusal comes at once
+        seed_everything(cfg.seed)
         store.stage_dir(self.name)
         return StageConfig(cfg, self.name), store
+
+    def _holder(self) -> str:
+        """What holds the run folder, as a process refused it is told."""
+        if "ipykernel" in sys.modules:
+            notebook = os.environ.get("JPY_SESSION_NAME") or f"notebooks/{self.name}.ipynb"  # JupyterLab sets it
+            return f"notebook {notebook} (a Jupyter kernel, which keeps the folder until it is shut down)"
+        return f"stage {self.name} (STAGE.open in a Python process, which keeps the folder until it exits)"
 
     def parameters(self, cfg) -> list[dict[str, Any]]:
         """Rows (key, value, meaning) of the keys this stage reads, for the notebook's parameter table."""
