@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from .runner import StageFailed
             from .runner import run as run_chain
+            from .store import RunLocked
 
             try:
                 store = run_chain(args.profile, args.param, args.start, args.stop, force=args.force)
-            except StageFailed as e:
+            except (StageFailed, RunLocked) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
             print(f"run folder: {store.root}")

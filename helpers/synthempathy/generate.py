@@ -4,6 +4,9 @@ them into (context, response) rounds, and turn each dialogue into one training e
 Generation goes through a backend (`lib/backends.py`): in process with transformers, or any OpenAI-compatible
 endpoint. Every finished batch is appended to a cache keyed by a hash of what determines the output, so a
 killed run resumes where it stopped and ends with the same artifacts as an uninterrupted one.
+
+It is over 300 lines because the tolerant round parser lives here, beside the generation it reads: one regex per
+shape a generator writes rounds in (labels on their own lines or mid-line, markdown, numbered lists, quotes).
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ INLINE_LABEL = re.compile(
            |Speaker|SPEAKER|Listener|LISTENER){EMPHASIS}[ \t]*[:：])""",
     re.VERBOSE,
 )
+LINE_MARK = re.compile(r"^\s*(?:[-*>#]+\s*)?(?:\d+[.)]\s*)?")  # a bullet, heading mark or number opening a line
 FIELD = {"context": "context", "speaker": "context", "response": "response", "listener": "response"}
 QUOTES = "\"'“”‘’`"
 # Marks around a whole turn: a pair of double quotes, of single quotes, of backticks, or markdown italics. A pair
@@ -128,8 +132,13 @@ def clean(text: str) -> str:
 
 
 def split_inline_labels(text: str) -> list[str]:
-    """The lines of `text`, each label that sits inside a line moved to a line of its own."""
-    return INLINE_LABEL.sub("\n", text).splitlines()
+    """The lines of `text`, each label that sits inside a line moved to a line of its own; the bullet or number
+    that opens a line ("- Context:", "1. Context:") stays with its first label."""
+    lines = []
+    for line in text.splitlines():
+        start = LINE_MARK.match(line).end()
+        lines += (line[:start] + INLINE_LABEL.sub("\n", line[start:])).split("\n")
+    return lines
 
 
 def parse_rounds(text: str, complete: bool = True) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ Executed notebooks are kept in runs/<profile>/notebooks/ so a failed cell can be
 
 from __future__ import annotations
 
-import sys
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from .config import (
     parse_override,
     profile_path,
 )
+from .progress import shown
 from .store import STAGES, RunStore, hash_file, hash_obj, package_versions, write_text
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -68,48 +69,54 @@ def available_stages() -> list[str]:
 
 
 def run(profile: str = "tiny", overrides: dict[str, Any] | list[str] | None = None, start=None, stop=None,
-        force: bool = False, echo=print) -> RunStore:
-    """Execute stages start..stop (all by default) of `profile`; returns the run's store."""
-    import papermill as pm
-
+        force: bool = False, echo=print, progress=None) -> RunStore:
+    """Execute stages start..stop (all by default) of `profile`; returns the run's store. While a stage runs, its
+    cells and progress bars are shown on `progress` (default stderr; progress.py)."""
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
     cfg = load_config(profile, overrides)  # validate before anything runs
     overrides = {k: getattr(cfg, k) for k in overrides or {}}  # as validated, e.g. "0.5" -> 0.5
     store = RunStore(cfg.run_dir)
-    store.root.mkdir(parents=True, exist_ok=True)
-    store.update_manifest(profile=cfg.profile, config=cfg.model_dump(), seed=cfg.seed,
-                          packages=package_versions())
-    # Notebooks run from notebooks/, so a profile given as a file path is passed on absolute.
-    nb_profile = str(profile_path(profile)) if profile.endswith((".yaml", ".yml")) else profile
-    executed_dir = store.root / "notebooks"
-    executed_dir.mkdir(exist_ok=True)
-    wanted = [s for s in select_stages(start, stop) if s in available_stages()]
-    for i, stage in enumerate(wanted, 1):
-        fingerprint = stage_fingerprint(cfg, store, stage)
-        if not force and store.is_up_to_date(stage, fingerprint):
-            echo(f"[{i}/{len(wanted)}] {stage}: up to date, skipped")
-            continue
-        echo(f"[{i}/{len(wanted)}] {stage}: running notebooks/{stage}.ipynb ...")
-        out = executed_dir / f"{stage}.ipynb"
-        t0 = time.time()
-        try:
-            pm.execute_notebook(
-                str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(out),
-                parameters={"profile": nb_profile, "overrides": overrides},
-                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=sys.stderr.isatty(),
-                log_output=False,
-            )
-        except pm.PapermillExecutionError as e:
-            raise StageFailed(
-                f"stage {stage} failed in cell {e.exec_count} of notebooks/{stage}.ipynb "
-                f"(executed copy: {out}):\n{e.ename}: {e.evalue}") from None
-        seconds = time.time() - t0
-        store.record_stage(stage, fingerprint, seconds)
-        echo(f"[{i}/{len(wanted)}] {stage}: done in {seconds:.1f} s")
-    index = render_report(store, cfg.figures)
-    echo(f"report: {index}")
+    # one run at a time per run folder; the notebooks' kernels inherit the lock (store.py)
+    with store.lock(f"synthempathy run --profile {profile}"):
+        store.root.mkdir(parents=True, exist_ok=True)
+        store.update_manifest(profile=cfg.profile, config=cfg.model_dump(), seed=cfg.seed,
+                              packages=package_versions())
+        # Notebooks run from notebooks/, so a profile given as a file path is passed on absolute.
+        nb_profile = str(profile_path(profile)) if profile.endswith((".yaml", ".yml")) else profile
+        executed_dir = store.root / "notebooks"
+        executed_dir.mkdir(exist_ok=True)
+        wanted = [s for s in select_stages(start, stop) if s in available_stages()]
+        for i, stage in enumerate(wanted, 1):
+            fingerprint = stage_fingerprint(cfg, store, stage)
+            if not force and store.is_up_to_date(stage, fingerprint):
+                echo(f"[{i}/{len(wanted)}] {stage}: up to date, skipped")
+                continue
+            echo(f"[{i}/{len(wanted)}] {stage}: running notebooks/{stage}.ipynb ...")
+            t0 = time.time()
+            execute(stage, executed_dir / f"{stage}.ipynb", {"profile": nb_profile, "overrides": overrides},
+                    progress)
+            seconds = time.time() - t0
+            store.record_stage(stage, fingerprint, seconds)
+            echo(f"[{i}/{len(wanted)}] {stage}: done in {seconds:.1f} s")
+        index = render_report(store, cfg.figures)
+        echo(f"report: {index}")
     return store
+
+
+def execute(stage: str, out: Path, parameters: dict, progress=None) -> None:
+    """Run notebooks/<stage>.ipynb into `out` with papermill, its cells and bars shown on `progress`."""
+    import papermill as pm
+
+    source = NOTEBOOK_DIR / f"{stage}.ipynb"
+    cells = len(json.loads(source.read_text(encoding="utf-8"))["cells"]) + 1  # + papermill's parameters cell
+    try:
+        with shown(stage, cells, progress):
+            pm.execute_notebook(str(source), str(out), parameters=parameters, cwd=str(NOTEBOOK_DIR),
+                                kernel_name="python3", progress_bar=False, log_output=True)
+    except pm.PapermillExecutionError as e:
+        raise StageFailed(f"stage {stage} failed in cell {e.exec_count} of notebooks/{stage}.ipynb "
+                          f"(executed copy: {out}):\n{e.ename}: {e.evalue}") from None
 
 
 def render_report(store: RunStore, figures: Path) -> Path:

@@ -7,7 +7,7 @@ package versions, per-stage fingerprints, outputs and timings. One process at a 
 runner and every notebook take `<run>/.lock` first (RunStore.lock, RunStore.hold).
 
 (Over 300 lines on purpose: it is the one place where a run's files are written, read, hashed and cached, so
-that no other module opens a run file its own way.)
+that no other module opens a run file its own way; and where a run folder is locked for one process.)
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def _locked_message(lock: Path, info: dict) -> str:
     pid, host, since = info["pid"], info.get("host", "?"), info.get("started", "?")
     here = host == socket.gethostname()
     with contextlib.suppress(ValueError, TypeError):
-        since += f", {(time.time() - datetime.fromisoformat(since).timestamp()) / 60:.0f} min ago"
+        since += f", {max(1, round((time.time() - datetime.fromisoformat(since).timestamp()) / 60))} min ago"
     exited = (f" Process {pid} has exited, but a process it started still holds the lock "
               f"(`fuser -v {lock}` names it).") if here and not _alive(pid) else ""
     return (f"run folder {folder} is in use by {info.get('owner', '?')}: pid {pid} on host {host}, started "
@@ -265,9 +265,11 @@ def _locked_message(lock: Path, info: dict) -> str:
 
 def _command_line() -> str:
     try:
-        return Path("/proc/self/cmdline").read_bytes().strip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        words = Path("/proc/self/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return " ".join([sys.executable, *sys.argv])
+        words = [sys.executable, *sys.argv]
+    line = " ".join(" ".join(words).split())  # one line, even for `python -c "<a script>"`
+    return line if len(line) <= 200 else line[:199] + "…"
 
 
 def _acquire(root: Path, owner: str, inherit: bool) -> _Hold | None:

@@ -196,7 +196,7 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
         eval_strategy="steps" if eval_items else "no", eval_steps=math.ceil(planned / 2),
         per_device_eval_batch_size=cfg.train_batch_size,
         use_cpu=notes["device"] == "cpu", bf16=notes["device"] == "cuda", report_to="none",
-        disable_tqdm=True, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
+        disable_tqdm=False, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
     )
     trainer = counting_trainer(SFTTrainer)(
         model=model, args=args, processing_class=tok, peft_config=lora_config(cfg),

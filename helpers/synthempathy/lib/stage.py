@@ -51,12 +51,12 @@ class Stage:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
         cfg = load_config(profile, overrides)
         store = RunStore(cfg.run_dir)
-        store.hold(self._holder())  # before anything slow, so that a refusal comes at once
+        store.hold(self._lock_owner())  # before anything slow, so that a refusal comes at once
         seed_everything(cfg.seed)
         store.stage_dir(self.name)
         return StageConfig(cfg, self.name), store
 
-    def _holder(self) -> str:
+    def _lock_owner(self) -> str:
         """What holds the run folder, as a process refused it is told."""
         if "ipykernel" in sys.modules:
             notebook = os.environ.get("JPY_SESSION_NAME") or f"notebooks/{self.name}.ipynb"  # JupyterLab sets it

@@ -1,0 +1,115 @@
+"""What the terminal shows while the runner executes a stage's notebook.
+
+The stages' progress bars (generation, discriminator answers, judge, training steps, evaluation) are tqdm bars
+inside the notebook's kernel, where JupyterLab shows them under their cell. papermill hands the runner every
+piece of the kernel's stderr as it arrives, and announces each cell; `StageProgress` turns those into what a user
+needs to tell a slow stage from a hung one: the cell being executed and the latest state of each bar, with its
+counts and ETA.
+
+- On a terminal: one status line, redrawn in place.
+- In a log file (CI, `| tee`): plain lines, never a carriage return: one per cell, and per bar one when it starts,
+  one at most every `every` seconds while it runs, and one when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+
+# tqdm's text form: "desc:  45%|████▌     | 90/200 [00:30<00:37,  2.9it/s]" (desc and rate optional),
+# or without a known total "desc: 12prompt [00:04,  2.9prompt/s]"
+BAR = re.compile(r"^(?:(?P<desc>[^|]*?):\s*)?(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>[\d.]+\w*)/(?P<total>[\d.]+\w*)"
+                 r"\s*\[(?P<times>[^\]]*)\]")
+OPEN_BAR = re.compile(r"^(?P<desc>[^|:]+):\s*(?P<n>\d+)[a-zA-Z/]*\s*\[(?P<times>[^\]]*)\]$")
+CELL = re.compile(r"^Executing Cell (\d+)")
+UNNAMED = "steps"  # the trainer's bar has no description
+
+
+class StageProgress(logging.Handler):
+    """A logging handler for papermill's logger that shows a stage's cells and bars on `stream`."""
+
+    def __init__(self, label: str, cells: int, stream=None, tty: bool | None = None, every: float = 30.0,
+                 clock=time.monotonic):
+        super().__init__(logging.INFO)
+        self.label, self.cells, self.stream = label, cells, stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.every, self.clock = every, clock
+        self.cell = 0
+        self.bars: dict[str, str] = {}  # desc -> its latest state, in the order they appeared
+        self.printed: dict[str, tuple[float, str]] = {}  # desc -> (when, state) last written to a log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if m := CELL.match(text):
+            self.on_cell(int(m.group(1)))
+        elif record.levelno >= logging.WARNING:  # papermill logs the kernel's stderr as warnings
+            for piece in re.split(r"[\r\n]+", text):
+                self.on_text(piece.strip())
+
+    def on_cell(self, n: int) -> None:
+        self.cell, self.bars = n, {}
+        if self.tty:
+            self.redraw()
+        else:
+            self.write_line(f"cell {n}/{self.cells}")
+
+    def on_text(self, piece: str) -> None:
+        m = BAR.match(piece) or OPEN_BAR.match(piece)
+        if not m:
+            return
+        desc = (m.group("desc") or "").strip() or UNNAMED
+        d = m.groupdict()
+        state = (f"{d['n']}/{d['total']} ({d['pct']}%) [{d['times'].strip()}]" if d.get("total")
+                 else f"{d['n']} [{d['times'].strip()}]")
+        self.bars[desc] = state
+        if self.tty:
+            self.redraw()
+        else:
+            self.log_bar(desc, state, done=bool(d.get("total")) and d["n"] == d["total"])
+
+    def log_bar(self, desc: str, state: str, done: bool) -> None:
+        last = self.printed.get(desc)
+        if last and last[1] == state:
+            return
+        if last is None or done or self.clock() - last[0] >= self.every:
+            self.printed[desc] = (self.clock(), state)
+            self.write_line(f"cell {self.cell}/{self.cells} · {desc}: {state}")
+
+    def status(self) -> str:
+        latest = next(reversed(self.bars.items()), None)
+        bar = f" · {latest[0]}: {latest[1]}" if latest else ""
+        return f"    {self.label} · cell {self.cell}/{self.cells}{bar}"
+
+    def redraw(self) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns - 1
+        self.stream.write("\r\x1b[K" + self.status()[:width])
+        self.stream.flush()
+
+    def write_line(self, text: str) -> None:
+        self.stream.write(f"    {self.label} · {text}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+@contextmanager
+def shown(label: str, cells: int, stream=None):
+    """papermill's log, while the block runs, goes to a StageProgress only (not to the root logger's handlers)."""
+    logger = logging.getLogger("papermill")
+    handler = StageProgress(label, cells, stream)
+    saved = logger.propagate, logger.level
+    logger.addHandler(handler)
+    logger.propagate, logger.level = False, logging.INFO
+    try:
+        yield handler
+    finally:
+        handler.finish()
+        logger.removeHandler(handler)
+        logger.propagate, logger.level = saved
