@@ -49,9 +49,9 @@ def _imported_top_level(folder) -> set[str]:
 
 def test_every_third_party_package_the_code_imports_is_declared():
     import sys
-    import tomllib
     from importlib.metadata import packages_distributions
 
+    import tomllib
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
