@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     rel.add_argument("--push-to-hub", default=None, metavar="REPO",
                      help="then upload it (dataset repo REPO, adapters to model repo REPO); needs `hf auth login`")
 
+    dry = sub.add_parser("plan", help="dry run, offline: per stage the models and where they load, a memory "
+                                      "estimate, the requests and tokens it will send; flags what cannot fit")
+    dry.add_argument("--profile", default="tiny")
+    dry.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    dry.add_argument("--gpu-gib", type=float, default=80, help="memory of the GPU in-process models go to (GiB)")
+    dry.add_argument("--cpu-gib", type=float, default=None, help="memory for models on the CPU (default: this RAM)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "metrics":
@@ -97,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             except ChatError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
+        elif args.command == "plan":
+            from .plan import command
+
+            return command(args.profile, args.param, args.gpu_gib, args.cpu_gib)
         elif args.command == "annotate":
             return annotate_command(args)
         elif args.command == "export":

@@ -19,7 +19,7 @@ from collections import Counter
 
 from .lib.authors import texts_for
 from .lib.backends import Request, Sampling, derived_seed, make_backend
-from .lib.dialogue import listener_prompt, prompts
+from .lib.dialogue import generation_messages, listener_prompt, prompts
 from .lib.ed import AUTHORS_SEPARATOR
 from .lib.stage import Stage
 from .store import JsonlCache, write_json, write_jsonl
@@ -29,23 +29,6 @@ log = logging.getLogger(__name__)
 
 
 # -- the request for one seed ------------------------------------------------------------------------
-
-def generation_messages(history: list[str] | tuple[str, ...], response: str, *, format_example: bool,
-                        system: str | None = None) -> list[tuple[str, str]]:
-    """The authors' instruction for one ED pair, as a chat; the original context is the dialogue so far.
-
-    With `format_example`, an earlier exchange (the instruction for another seed and an answer in the format)
-    comes first: a small model then follows the format far more often, and copies less than when the example
-    sits inside the instruction.
-    """
-    p = prompts()
-    messages = [("system", system or p["system"])]
-    if format_example:
-        ex = p["format_example"]
-        messages += [("user", p["generation"].format(context=ex["context"], response=ex["response"])),
-                     ("assistant", ex["answer"])]
-    return messages + [("user", p["generation"].format(context="\n".join(history), response=response))]
-
 
 def authors_generation_messages(history: list[str] | tuple[str, ...], response: str, template: str
                                 ) -> list[tuple[str, str]]:

@@ -11,22 +11,22 @@ dependency (papermill runs on the same Jupyter stack), is kept by the Jupyter pr
 needs no Node, and its lab template renders outputs as JupyterLab does. Jupyter Book and Quarto would add a
 build system (and Quarto a binary) for six pages. Figures are data URIs, so each page is one self-contained
 file. The template drops the scripts the lab template loads from CDNs (require.js, MathJax, mermaid, the
-widget manager): outputs here are text, HTML tables and PNGs, which need none of them. Without MathJax,
-formulas in the notebooks' prose stay TeX source, set apart in a serif face (no typesetter ships offline).
-The output depends only on the inputs (no timestamps).
+widget manager): outputs here are text, HTML tables and PNGs, which need none of them. No TeX typesetter
+ships offline here, so instead of MathJax the simple TeX of the notebooks' prose (sub- and superscripts,
+Greek letters, relations, fractions, accents, text) is set as HTML and Unicode by math_html; a formula using
+anything else is shown as its TeX source. The output depends only on the inputs (no timestamps).
 """
 
 from __future__ import annotations
 
 import html
-import json
 import re
 import shutil
 from base64 import b64encode
 from pathlib import Path
 
 from .config import REPO_ROOT
-from .store import PAPER_STAGES, STAGES, RunStore, write_text
+from .store import PAPER_STAGES, STAGES, RunStore, read_json, write_text
 
 CSS = """
 :root{--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--accent:#0b5cad;--soft:#f4f6f8}
@@ -58,7 +58,8 @@ ol.cards li.off{color:var(--muted);background:var(--soft)}
 ol.cards a{font-weight:600;text-decoration:none;color:var(--accent)}
 ol.cards p{margin:4px 0;font-size:14px}
 details summary{cursor:pointer;color:var(--accent)}
-.tex{font-family:"Latin Modern Math","STIX Two Math","Cambria Math",serif;font-style:italic;color:#3b3b6d}
+.tex{font-family:"STIX Two Math","Cambria Math","DejaVu Serif",serif;font-style:italic;white-space:nowrap}
+.tex .up{font-style:normal} .tex.raw{font:.9em monospace;color:#3b3b6d;white-space:normal}
 div.tex{overflow-x:auto;padding:4px 0 4px 2em}
 body.jp-Notebook{padding:0} body.jp-Notebook main{padding:8px 16px}
 .jp-OutputArea-output,.jp-RenderedHTMLCommon{overflow-x:auto}
@@ -80,23 +81,21 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
 def render(store: RunStore, figures: Path) -> Path:
     """Build runs/<profile>/report/ from the executed notebooks, the manifest and 05's results; returns
     its index.html. The site is built beside the old one and then replaces it, so no stale page survives."""
-    notebooks = {s: nb for s in STAGES if (nb := store.root / "notebooks" / f"{s}.ipynb").exists()}
+    import nbformat
+
+    notebooks = {s: nbformat.read(path, as_version=4) for s in STAGES
+                 if (path := store.root / "notebooks" / f"{s}.ipynb").exists()}
     site, out, old = store.root / ".report.new", store.root / "report", store.root / ".report.old"
     for leftover in (site, old):
         shutil.rmtree(leftover, ignore_errors=True)
     site.mkdir(parents=True)
-    import nbformat
-
-    exporter = _exporter()
-    pages = list(notebooks)
-    for i, (stage, path) in enumerate(notebooks.items()):
-        nb = nbformat.read(path, as_version=4)
+    exporter, pages = _exporter(), list(notebooks)
+    for i, (stage, nb) in enumerate(notebooks.items()):
         resources = {"metadata": {"name": f"{_title(nb, stage)} · Synth-Empathy ({store.root.name})",
                                   "path": str(REPO_ROOT / "notebooks")},  # where the notebooks ran
                      "site_css": CSS, "site_nav": _nav(store.root.name, pages, stage),
                      "site_pager": _pager(pages, i)}
-        body, _ = exporter.from_notebook_node(nb, resources=resources)
-        write_text(site / f"{stage}.html", body)
+        write_text(site / f"{stage}.html", exporter.from_notebook_node(nb, resources=resources)[0])
     write_text(site / "index.html", _landing(store, figures, notebooks))
     if out.exists():
         out.rename(old)
@@ -106,17 +105,17 @@ def render(store: RunStore, figures: Path) -> Path:
 
 
 def _exporter():
-    """nbconvert's HTMLExporter on the lab template, with formulas kept as marked-up TeX (see the docstring)."""
+    """nbconvert's HTMLExporter on the lab template below, formulas set by math_html, prompts left out."""
     from jinja2 import DictLoader, pass_context
     from nbconvert import HTMLExporter
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
     class Renderer(IPythonRenderer):
         def inline_math(self, body: str) -> str:
-            return f'<span class="tex">{self.escape_html(body)}</span>'
+            return math_html(body, "span")
 
         def block_math(self, body: str) -> str:
-            return f'<div class="tex">{self.escape_html(body.strip())}</div>'
+            return math_html(body.strip(), "div")
 
     class Exporter(HTMLExporter):
         @pass_context  # jinja2 hands the filter its context, as nbconvert's own does
@@ -129,6 +128,67 @@ def _exporter():
     return Exporter(template_name="lab", template_file="site.html.j2", embed_images=True,
                     exclude_input_prompt=True, exclude_output_prompt=True,
                     extra_loaders=[DictLoader({"site.html.j2": TEMPLATE})])
+
+
+# The TeX of the notebooks' prose, as Unicode and <sub>/<sup>; a formula using anything else stays TeX source.
+TEX_SYMBOLS = {"alpha": "α", "kappa": "κ", "cdot": "·", "times": "×", "ge": "≥", "le": "≤", "ll": "≪", "in": "∈",
+               "sim": "∼", "mid": "∣", "dots": "…", "sum": "\u2009∑", "lVert": "‖", "rVert": "‖", "subseteq": "⊆",
+               "qquad": "\u2003\u2003", "quad": "\u2003", "{": "{", "}": "}", " ": " ", ";": " ", ",": "\u2009",
+               "big": "", "Big": ""}
+TEX_WORDS = {"arg": "arg\u2009", "max": "max", "min": "min", "cos": "cos", "log": "log", "exp": "exp"}
+TEX_ACCENTS = {"hat": "\u0302", "bar": "\u0304"}
+TEX_LETTERS = {"mathbb": {"R": "ℝ", "N": "ℕ"}, "mathcal": {"U": "𝒰"}}
+
+
+def math_html(tex: str, tag: str) -> str:
+    """A formula as HTML in `tag` ("span" inline, "div" displayed): simple TeX typeset with Unicode, the rest
+    shown as its TeX source (no typesetter runs offline)."""
+    tokens, pos = re.findall(r"\\[A-Za-z]+|\\.|[{}_^]|\s+|[^\\{}_^\s]", tex), 0
+
+    def atom(arg: bool = False) -> str:
+        nonlocal pos
+        while arg and pos < len(tokens) and tokens[pos].isspace():
+            pos += 1
+        if pos == len(tokens) or tokens[pos] in "}_^":
+            raise ValueError(tex)
+        t, name = tokens[pos], tokens[pos][1:]
+        pos += 1
+        if t == "{":
+            return seq("}")
+        if not t.startswith("\\"):
+            return "−" if t == "-" else html.escape(t)
+        if name in TEX_SYMBOLS:
+            return TEX_SYMBOLS[name]
+        if name in TEX_WORDS or name == "text":
+            return f'<span class="up">{TEX_WORDS.get(name) or atom(True).replace("−", "-")}</span>'
+        if name in TEX_ACCENTS and len(base := atom(True)) == 1:
+            return base + TEX_ACCENTS[name]
+        if name in TEX_LETTERS and (letter := atom(True)) in TEX_LETTERS[name]:
+            return TEX_LETTERS[name][letter]
+        if name == "frac":
+            parts = [atom(True), atom(True)]
+            return "/".join(f"({p})" if re.search(r"[\s+−·]", re.sub("<[^>]+>", "", p)) else p for p in parts)
+        raise ValueError(tex)
+
+    def seq(until: str | None = None) -> str:
+        nonlocal pos
+        out = []
+        while pos < len(tokens) and tokens[pos] != until:
+            if tokens[pos] in "_^":
+                sub = "sub" if tokens[pos] == "_" else "sup"
+                pos += 1
+                out.append(f"<{sub}>{atom(True)}</{sub}>")
+            else:
+                out.append(atom())
+        if until and pos == len(tokens):
+            raise ValueError(tex)
+        pos += 1
+        return "".join(out)
+
+    try:
+        return f'<{tag} class="tex">{seq()}</{tag}>'
+    except ValueError:
+        return f'<{tag} class="tex raw" title="TeX source">{html.escape(tex)}</{tag}>'
 
 
 def _title(nb, stage: str) -> str:
@@ -162,15 +222,18 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"></figure>'
 
 
-def _pipeline_figure(figures: Path, scratch: Path) -> str:
-    """figures/pipeline.png (notebook 00 draws it); drawn here if that has not happened yet."""
-    path = figures / "pipeline.png"
-    if not path.exists():
-        from .plots import pipeline
+def _pipeline_figure(figures: Path) -> str:
+    """figures/pipeline.png (notebook 00 draws it), else drawn here for the page alone."""
+    alt = "The chain: one box per notebook, what it does and the files it hands on"
+    if (path := figures / "pipeline.png").exists():
+        return _img(path, alt)
+    import tempfile
 
-        path = scratch / "pipeline.png"
-        pipeline(path)
-    return _img(path, "The chain: one box per notebook, what it does and the files it hands on")
+    from .plots import pipeline, plt
+
+    with tempfile.TemporaryDirectory() as scratch:
+        plt.close(pipeline(path := Path(scratch) / "pipeline.png"))
+        return _img(path, alt)
 
 
 def _results(store: RunStore, figures: Path) -> str:
@@ -179,7 +242,7 @@ def _results(store: RunStore, figures: Path) -> str:
         return '<p class="lead">No results yet: stage 05_evaluate has not run.</p>'
     from .lib.results import verdict
 
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_json(path)
     pairs = [key.split(" - ") for key in results.get("comparisons", {})]
     parts = [f'<p class="verdict">{html.escape(verdict(results, x, y))}</p>' for x, y in pairs]
     if (fig := figures / "05_results.png").exists():
@@ -195,40 +258,37 @@ def _results(store: RunStore, figures: Path) -> str:
     return "".join(parts)
 
 
-def _figure_count(path: Path) -> int:
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    return sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+def _figure_count(nb) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
-def _landing(store: RunStore, figures: Path, notebooks: dict[str, Path]) -> str:
+def _landing(store: RunStore, figures: Path, notebooks: dict) -> str:
     profile, timings = store.root.name, store.manifest().get("stages", {})
     seconds = {s: timings[s]["seconds"] for s in STAGES if isinstance(timings.get(s, {}).get("seconds"), int | float)}
     cards = []
     for s in STAGES:
         desc = html.escape(PAPER_STAGES[s])
         if s in notebooks:
-            import nbformat
-
-            title = html.escape(_title(nbformat.read(notebooks[s], as_version=4), s))
             n, t = _figure_count(notebooks[s]), (f"{seconds[s]:.1f} s" if s in seconds else "no timing recorded")
-            cards.append(f'<li><a href="{s}.html">{title}</a><p>{desc}</p><p class="lead">{t} · {n} figure'
-                         f'{"s" * (n != 1)}</p></li>')
+            cards.append(f'<li><a href="{s}.html">{html.escape(_title(notebooks[s], s))}</a><p>{desc}</p>'
+                         f'<p class="lead">{t} · {n} figure{"s" * (n != 1)}</p></li>')
         else:
-            cards.append(f'<li class="off"><b>{s}</b><p>{desc}</p><p>not run yet</p></li>')
+            status = "its executed notebook is missing" if s in seconds else "not run yet"
+            cards.append(f'<li class="off"><b>{s}</b><p>{desc}</p><p>{status}</p></li>')
     longest = max(seconds.values(), default=0) or 1
     rows = "".join(f'<tr><td>{s}</td><td>{html.escape(PAPER_STAGES[s])}</td><td class="num">{seconds[s]:.1f}</td>'
                    f'<td><span class="bar" style="width:{120 * seconds[s] / longest:.0f}px"></span></td></tr>'
                    for s in STAGES if s in seconds)
-    rows += f'<tr><th colspan="2">total</th><th class="num">{sum(seconds.values()):.1f}</th><th></th></tr>'
-    with_scratch = store.root / ".report.new"
+    timing = (f'<div class="scroll"><table><tr><th>stage</th><th>paper stage</th><th>seconds</th><th></th></tr>{rows}'
+              f'<tr><th colspan="2">total</th><th class="num">{sum(seconds.values()):.1f}</th><th></th></tr></table>'
+              '</div>') if seconds else '<p class="lead">No stage has run yet.</p>'
     body = f"""<h1>Synth-Empathy reproduction</h1>
 <p class="lead">Profile <code>{html.escape(profile)}</code>: {len(notebooks)} of {len(STAGES)} stages executed.
 Every stage is a notebook; its executed copy is a page of this site.</p>
-<h2>The chain</h2>{_pipeline_figure(figures, with_scratch)}
+<h2>The chain</h2>{_pipeline_figure(figures)}
 <h2>Headline results</h2>{_results(store, figures)}
 <h2>Stages</h2><ol class="cards">{"".join(cards)}</ol>
-<h2>Stage timings</h2><div class="scroll"><table><tr><th>stage</th><th>paper stage</th><th>seconds</th>
-<th></th></tr>{rows}</table></div>"""
+<h2>Stage timings</h2>{timing}"""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Synth-Empathy · {html.escape(profile)}</title><style>{CSS}</style></head>

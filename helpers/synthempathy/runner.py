@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import report
 from .config import (
     NOT_FINGERPRINTED,
     REPO_ROOT,
@@ -22,7 +23,7 @@ from .config import (
     profile_path,
 )
 from .progress import shown
-from .store import STAGES, RunStore, hash_file, hash_obj, package_versions, write_text
+from .store import STAGES, RunStore, hash_file, hash_obj, package_versions
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -99,7 +100,7 @@ def run(profile: str = "tiny", overrides: dict[str, Any] | list[str] | None = No
             seconds = time.time() - t0
             store.record_stage(stage, fingerprint, seconds)
             echo(f"[{i}/{len(wanted)}] {stage}: done in {seconds:.1f} s")
-        index = render_report(store, cfg.figures)
+        index = report.render(store, cfg.figures)
         echo(f"report: {index}")
     return store
 
@@ -117,38 +118,3 @@ def execute(stage: str, out: Path, parameters: dict, progress=None) -> None:
     except pm.PapermillExecutionError as e:
         raise StageFailed(f"stage {stage} failed in cell {e.exec_count} of notebooks/{stage}.ipynb "
                           f"(executed copy: {out}):\n{e.ename}: {e.evalue}") from None
-
-
-def render_report(store: RunStore, figures: Path) -> Path:
-    """runs/<profile>/report/: every executed notebook as HTML, and index.html with the results and figures."""
-    import html
-    import shutil
-
-    import mistune
-    from nbconvert import HTMLExporter
-
-    report = store.root / "report"
-    (report / "figures").mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter()
-    links = []
-    for nb in sorted((store.root / "notebooks").glob("*.ipynb")):
-        body, _ = exporter.from_filename(str(nb))
-        write_text(report / f"{nb.stem}.html", body)
-        links.append(f'<li><a href="{nb.stem}.html">{nb.stem}</a></li>')
-    images = []
-    for png in sorted(figures.glob("*.png")):
-        shutil.copy2(png, report / "figures" / png.name)
-        images.append(f'<figure><img src="figures/{png.name}" style="max-width:100%"><figcaption>{png.stem}</figcaption></figure>')
-    results = store.root / "05_evaluate" / "results.md"
-    table = mistune.html(results.read_text()) if results.exists() else "<p>No results yet (stage 05 has not run).</p>"
-    manifest = store.manifest()
-    timings = "".join(f"<tr><td>{s}</td><td>{e.get('seconds')}</td></tr>" for s, e in manifest.get("stages", {}).items())
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Synth-Empathy: {html.escape(store.root.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}</style></head><body>
-<h1>Synth-Empathy reproduction: profile <code>{html.escape(store.root.name)}</code></h1>
-<h2>Executed notebooks</h2><ul>{''.join(links)}</ul>
-{table}
-<h2>Stage timings (s)</h2><table>{timings}</table>
-<h2>Figures</h2>{''.join(images)}</body></html>"""
-    return write_text(report / "index.html", page)

@@ -46,3 +46,20 @@ def listener_prompt(history: Sequence[str]) -> str:
     """A transcript ending in the speaker's turn, then the listener's label: the reply is what follows."""
     p = prompts()
     return transcript(history) + "\n" + p["transcript_line"].format(role=p["transcript_roles"][1], text="")
+
+
+def generation_messages(history: list[str] | tuple[str, ...], response: str, *, format_example: bool,
+                        system: str | None = None) -> list[tuple[str, str]]:
+    """The authors' instruction for one ED pair, as a chat; the original context is the dialogue so far.
+
+    With `format_example`, an earlier exchange (the instruction for another seed and an answer in the format)
+    comes first: a small model then follows the format far more often, and copies less than when the example
+    sits inside the instruction.
+    """
+    p = prompts()
+    messages = [("system", system or p["system"])]
+    if format_example:
+        ex = p["format_example"]
+        messages += [("user", p["generation"].format(context=ex["context"], response=ex["response"])),
+                     ("assistant", ex["answer"])]
+    return messages + [("user", p["generation"].format(context="\n".join(history), response=response))]

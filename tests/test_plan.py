@@ -1,0 +1,156 @@
+"""`python -m synthempathy plan`: the offline dry run of a profile (synthempathy/plan.py); no model loads."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from synthempathy import plan as P
+from synthempathy.config import load_config
+from synthempathy.generate import generation_requests
+from synthempathy.lib import arms
+from synthempathy.lib.ed import SEED_DIR, load_ed
+from synthempathy.lib.judging import CRITERIA
+from synthempathy.store import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = load_config("tiny")
+    return cfg, P.plan(cfg, gpu=False)
+
+
+def stage(plan_dict: dict, name: str) -> dict:
+    return next(s for s in plan_dict["stages"] if s["stage"] == name)
+
+
+def request(plan_dict: dict, name: str, what: str) -> dict:
+    return next(r for r in stage(plan_dict, name)["requests"] if r["what"] == what)
+
+
+def test_tiny_lists_every_stage_in_process_on_cpu_and_flags_nothing(tiny):
+    cfg, p = tiny
+    assert [s["stage"] for s in p["stages"]] == list(STAGES)
+    models = [m for s in p["stages"] for m in s["models"]]
+    assert models and all(m["device"] == "cpu" and m["where"] == "in process (cpu)" for m in models)
+    assert all(m["estimate_gib"] is not None and m["fits"] for m in models)
+    assert P.flags(p) == [] and p["warnings"] == []
+    text = P.render(p)
+    assert all(s in text for s in STAGES) and "flags: none" in text
+
+
+def test_tiny_counts_follow_the_profile_and_the_seed_corpus(tiny):
+    cfg, p = tiny
+    seeds = [r.to_dict() for r in load_ed(SEED_DIR, cfg.train_split)][: cfg.max_seed_records][
+        : cfg.gen_max_seeds
+    ]
+    n_gen = len(generation_requests(seeds, cfg))  # what stage 01 builds
+    assert n_gen == len(seeds) * cfg.passes
+    assert request(p, "01_generate", "generations")["count"] == n_gen
+    assert request(p, "01_generate", "generations")["tokens_out"] == n_gen * cfg.gen_max_new_tokens
+    assert p["data"] == {
+        "train": cfg.max_seed_records,
+        "seeds": len(seeds),
+        "eval": len(load_ed(SEED_DIR, cfg.eval_split)),
+    }
+    # the judge: every (<= one per generation) example and the sanity panel, 3 criteria each
+    assert request(p, "02_quality", "judge scores")["count"] == (n_gen + 2 * cfg.sanity_pairs) * len(CRITERIA)
+    adapters = (len(cfg.arms) + len(arms.sweep_runs(cfg))) * len(cfg.train_seeds)
+    assert adapters == 5 and f"= {adapters} adapters" in stage(p, "04_finetune")["notes"][0]
+    steps = request(p, "04_finetune", "ed steps")["count"]
+    assert steps == -(-cfg.max_seed_records // cfg.train_batch_size) * len(cfg.train_seeds)
+    n_eval = p["data"]["eval"]
+    models = 1 + len(cfg.arms) * len(cfg.train_seeds) + len(arms.sweep_runs(cfg)) * len(cfg.train_seeds)
+    assert request(p, "05_evaluate", "predictions")["count"] == models * n_eval
+    assert request(p, "05_evaluate", "A/B judge")["count"] == (
+        len(cfg.ab_comparisons) * len(cfg.train_seeds) * cfg.ab_records * 2 * len(CRITERIA)
+    )
+
+
+def test_paper_fits_one_80_gb_gpu():
+    p = P.plan(load_config("paper"), gpu_gib=80, gpu=True)
+    assert P.flags(p) == []
+    in_process = [m for s in p["stages"] for m in s["models"] if m["device"]]
+    assert {m["device"] for m in in_process} == {"cuda"}
+    assert {"M_D training", "embedder"} <= {m["role"] for m in in_process}
+    assert all(0 < m["estimate_gib"] <= 80 for m in in_process)
+    endpoints = [m for s in p["stages"] for m in s["models"] if not m["device"]]
+    assert {m["role"] for m in endpoints} >= {"generator", "judge"}
+    assert request(p, "01_generate", "generations")["where"] == "http://localhost:8000/v1"
+
+
+def test_paper_with_the_70b_judge_in_process_is_flagged():
+    p = P.plan(load_config("paper", {"judge_endpoints": []}), gpu_gib=80, gpu=True)
+    found = P.flags(p)
+    assert found and all("meta-llama/Meta-Llama-3-70B-Instruct" in f and "judge" in f for f in found)
+    assert any(f.startswith("02_quality:") for f in found)
+    gib = float(found[0].split("~")[1].split(" GiB")[0])
+    assert gib > 130  # 70.6B parameters in bf16 alone are 131 GiB
+    assert "on cuda" in found[0] and "80 GiB of the GPU" in found[0]
+    assert "DOES NOT FIT" in P.render(p)
+
+
+def test_an_unknown_local_model_is_unknown_not_unfitting(tmp_path):
+    folder = tmp_path / "mystery-model"
+    folder.mkdir()
+    p = P.plan(load_config("tiny", {"judge_model": str(folder)}), gpu=False)
+    judge = next(m for m in stage(p, "02_quality")["models"] if m["role"] == "judge")
+    assert judge["params"] is None and judge["estimate_gib"] is None and judge["fits"] is None
+    assert P.flags(p) == []
+    assert any("unknown size" in w and str(folder) in w for w in p["warnings"])
+    assert "unknown size" in P.render(p)
+
+
+def test_sizes_come_from_a_local_config_or_the_table(tmp_path):
+    smol = {
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 576,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "intermediate_size": 1536,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(smol))
+    arch = P.model_size(str(tmp_path))
+    assert (
+        arch.source == "config.json"
+        and arch.params == pytest.approx(134.5e6, rel=0.01)
+        and arch.kv_dim == 192
+    )
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path)}))
+    assert P.model_size(str(adapter)) == arch
+    assert P.model_size("meta-llama/Meta-Llama-3-70B-Instruct").params == pytest.approx(70.6e9)
+    assert P.model_size("meta-llama/Meta-Llama-3-8B-Instruct").params == pytest.approx(8.03e9)
+    assert P.model_size("someone/fancy-13b-chat").source == "name"
+    assert P.model_size("someone/fancy-chat") is None
+
+
+def test_command_exit_status():
+    out: list[str] = []
+    assert P.command("tiny", [], echo=out.append) == 0 and "01_generate" in out[0]
+    assert P.command("paper", ["judge_endpoints=[]", "device=cuda"], gpu_gib=80, echo=out.append) == 1
+    assert P.command("paper", ["judge_endpoints=[]"], gpu_gib=200, echo=out.append) == 0
+
+
+def test_the_plan_is_fast_and_imports_no_torch():
+    code = (
+        "import sys, time; t = time.time()\n"
+        "from synthempathy.config import load_config\nfrom synthempathy.plan import plan, render, flags\n"
+        "for prof in ('tiny', 'paper'): render(plan(load_config(prof)))\n"
+        "print(time.time() - t, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    seconds, torch, transformers = out.stdout.split()
+    assert (torch, transformers) == ("False", "False")
+    assert float(seconds) < 5 and time.time() - t0 < 10
