@@ -44,7 +44,7 @@ run: setup
 	$(PY) -m synthempathy run --profile $(PROFILE)
 
 lint: setup-test
-	$(PY) -m ruff check helpers tests bench notebooks
+	$(PY) -m ruff check helpers tests bench notebooks .ci
 
 test: setup-test lint
 	$(PY) -m pytest -q
