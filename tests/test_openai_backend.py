@@ -36,45 +36,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Base URL (…/v1) of a llama.cpp server on a free local port, for this module only."""
+class LlamaServer:
+    """A llama.cpp server (llama-cpp-python) serving the packaged SmolLM2 GGUF on a free local port; any model
+    name in a request is answered by that one model. `url` is its base URL (…/v1), `log` its output, whose
+    uvicorn access lines count the requests it received (`requests()`)."""
+
+    def __init__(self, log, alias: str = "smollm2", threads: int | None = None, extra: tuple[str, ...] = ()):
+        gguf = packaged_file("packaged:smollm2-135m-instruct")
+        self.port, self.log = free_port(), log
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048",
+               "--n_threads", str(threads or os.cpu_count() or 1), *extra]
+        with open(log, "w") as out:  # unbuffered: the access log is complete even after a SIGKILL
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def wait_ready(self) -> "LlamaServer":
+        import httpx
+
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"llama.cpp server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama.cpp server did not answer GET {self.url}/models within {STARTUP_TIMEOUT} s:\n"
+                            f"{self.log.read_text()[-3000:]}")
+            time.sleep(0.25)
+
+    def requests(self, path: str = "/v1/chat/completions") -> int:
+        """Requests to `path` the server answered, from its access log."""
+        return sum(f'"POST {path} HTTP/1.1" 200' in line for line in self.log.read_text().splitlines())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def need_llama_cpp() -> None:
     try:
         import llama_cpp  # noqa: F401
     except Exception as e:  # noqa: BLE001 - a broken build fails at import with various errors
         pytest.skip(f"llama_cpp does not import ({type(e).__name__}: {e}); the OpenAI backend test needs its server")
-    import httpx
 
-    gguf = packaged_file("packaged:smollm2-135m-instruct")
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama_server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count() or 1)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Base URL (…/v1) of a llama.cpp server on a free local port, for this module only."""
+    need_llama_cpp()
+    srv = LlamaServer(tmp_path_factory.mktemp("llama_server") / "server.log")
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server did not answer GET {url}/models within {STARTUP_TIMEOUT} s:\n"
-                            f"{log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
+        yield srv.wait_ready().url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        srv.stop()
 
 
 def seeds(n: int) -> list[dict]:

@@ -95,6 +95,8 @@ class Config(BaseModel):
     top_p: float = key(GEN, 0.9, "Nucleus sampling mass.", gt=0, le=1)
     gen_max_new_tokens: int = key(GEN, 300, "Max new tokens per generated dialogue.", ge=1)
     gen_batch_size: int = key(IN_PROCESS, 16, "Prompts per batch in the transformers backend.", ge=1)
+    endpoint_concurrency: int = key(IN_PROCESS, 8, "Requests in flight at once, over all the OpenAI-compatible URLs "
+                                    "of one backend (generation, M_D, judge, evaluation).", ge=1)
     gen_prompt: Literal["project", "authors"] = key(GEN, "project", "authors = their instruction text exactly, one "
                                                     "user message, no system prompt, no assistant header (their script).")
     format_example: bool = key(GEN, False, "Add a one-shot format example to the prompt (off in paper).")
@@ -157,6 +159,9 @@ class Config(BaseModel):
     # -- 05_evaluate ---------------------------------------------------------------------------------------
     eval_max_new_tokens: int = key(EVAL, 64, "Max new tokens per evaluated response.", ge=1)
     max_eval_records: int | None = key(EVAL, None, "Evaluate only the first N records.", ge=1)
+    eval_endpoints: list[str] = key(EVAL, [], "OpenAI-compatible URLs (round-robin) that answer the evaluation: the "
+                                    "base under base_model's name, each adapter as the LoRA module <arm>.seed-<s> "
+                                    "(vLLM --enable-lora --lora-modules; configs/paper.yaml). Else in process.")
     sweep_thresholds: list[float] = key(ARMS, [], "Quantity-quality sweep: thresholds T; at each, ED + the examples "
                                         "selected at T and ED + as many random ones are trained and evaluated.")
     sweep_ratios: list[float] = key(ARMS, [], "Quantity-quality sweep: K-center ratios, likewise.")

@@ -44,6 +44,22 @@ def eval_records(cfg, store) -> list[dict]:
     return records[: cfg.max_eval_records] if cfg.max_eval_records else records
 
 
+def served_name(cfg, name: str) -> str:
+    """The model name the evaluation endpoints serve a model under: the base under base_model (vLLM's default
+    for `vllm serve <base_model>`), an adapter as the LoRA module named like its predictions, `<arm>.seed-<s>`."""
+    return cfg.base_model if name == BASE else name
+
+
+def answering_backend(cfg, name: str, spec: str):
+    """The model that answers the evaluation: at cfg.eval_endpoints when set (the one OpenAI backend: pool,
+    round-robin, failover), else in process. The cache key is the same either way (sft.model_identity), so
+    answers carry over between the two; a server's greedy answers may differ from in-process ones in the last
+    digits (other kernels, batching), which a reproduction that switches between them should know."""
+    if cfg.eval_endpoints:
+        return make_backend(cfg, served_name(cfg, name), cfg.eval_endpoints)
+    return make_backend(cfg, spec)
+
+
 def predict(cfg, store, name: str, spec: str, records: list[dict], progress: bool = True) -> list[dict]:
     """Greedy answers of one model to every evaluation example; cached, so a rerun generates nothing."""
     sampling = Sampling(0.0, 1.0, cfg.eval_max_new_tokens)
@@ -51,7 +67,7 @@ def predict(cfg, store, name: str, spec: str, records: list[dict], progress: boo
     requests = [Request.make(sft.model_identity(spec), chat_pairs(r["history"], system, transcript), "", sampling, 0)
                 for r in records]
     cache = JsonlCache(store.work_dir("05_evaluate") / f"predictions.{name}.cache.jsonl")
-    make_backend(cfg, spec).generate(requests, cache, progress, desc=f"answering: {name}")
+    answering_backend(cfg, name, spec).generate(requests, cache, progress, desc=f"answering: {name}")
     rows = [{"id": r["id"], "history": r["history"], "gold": r["response"], "prediction": cache[q.key]["text"].strip()}
             for r, q in zip(records, requests)]
     write_jsonl(store.path("05_evaluate", f"predictions/{name}.jsonl"), rows)

@@ -437,8 +437,31 @@ class RunStore:
             "outputs": hash_tree(self.stage_dir(stage)),
             "seconds": round(seconds, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "usage": self.stage_usage(stage),
         }
         write_json(self.manifest_path, m)
+
+    def usage_path(self, stage: str) -> Path:
+        """Where a stage's backends append the requests and tokens they spend (lib/backends.py, Usage)."""
+        return self.work_dir(stage) / "usage.jsonl"
+
+    def stage_usage(self, stage: str) -> dict:
+        """{"requests", "prompt_tokens", "completion_tokens", "by_model": {model: the same}} a stage's model calls
+        actually spent, over all its runs in this folder (cache hits spend nothing; a torn last line is skipped)."""
+        fields = ("requests", "prompt_tokens", "completion_tokens")
+        total, by_model = dict.fromkeys(fields, 0), {}
+        path = self.root / stage / WORK / "usage.jsonl"
+        for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+            try:
+                row = json.loads(line)
+                name, counts = str(row["model"]), {k: int(row[k]) for k in fields}
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            model = by_model.setdefault(name, dict.fromkeys(fields, 0))
+            for k, v in counts.items():
+                model[k] += v
+                total[k] += v
+        return {**total, "by_model": by_model}
 
     def stage_outputs(self, stage: str) -> dict[str, str]:
         return self.manifest().get("stages", {}).get(stage, {}).get("outputs", {})

@@ -8,17 +8,27 @@
 
 Results go to a `JsonlCache` as {"key", "text", "tokens", "finished"} rows, durable per batch (or per
 response), so an interrupted run redoes nothing that finished. A model is loaded only when work remains.
+
+Every model call of the chain goes through one of these two: generation, the discriminator's answers, the
+judge's label logprobs (`OpenAIBackend.next_token_logprobs_many`, the same pool, round-robin and failover) and
+the evaluation's answers. `USAGE` counts the requests and tokens they actually spend (a cache hit spends
+nothing); Stage.open points it at the stage's `_work/usage.jsonl`, which the manifest sums per stage.
+
+The file is over 300 lines because both backends and the usage counter they share belong to one interface.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -67,6 +77,50 @@ class EndpointError(RuntimeError):
 
 class RequestRejected(EndpointError):
     """The endpoint answered, and refused the request (HTTP 4xx): another endpoint would refuse it too."""
+
+
+class Usage:
+    """Requests and prompt / completion tokens the backends actually spend, per model, in this process.
+
+    A cache hit spends nothing. Endpoints: the `usage` field of each reply; in process: the prompts' input ids and
+    the tokens generated up to the end of each reply (the in-process judge reads logits and generates none).
+    With a file attached (Stage.open: `<run>/<stage>/_work/usage.jsonl`) each record is also appended to it at
+    once, beside the cache row it paid for, so a stage's totals survive a kill and add up over resumed runs;
+    RunStore.stage_usage sums the file into the manifest."""
+
+    def __init__(self):
+        self.path: Path | None = None
+        self.by_model: dict[str, Counter] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, path) -> None:
+        """Append every later record to `path` (None: keep counting in memory only)."""
+        self.path = None if path is None else Path(path)
+
+    def record(self, model: str, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
+        if not requests:
+            return
+        row = {"model": model, "requests": int(requests), "prompt_tokens": int(prompt_tokens),
+               "completion_tokens": int(completion_tokens)}
+        with self._lock:
+            self.by_model.setdefault(model, Counter()).update({k: v for k, v in row.items() if k != "model"})
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def totals(self) -> dict:
+        """{"requests", "prompt_tokens", "completion_tokens"} over every model counted in this process."""
+        with self._lock:
+            total = sum(self.by_model.values(), Counter())
+        return {k: total.get(k, 0) for k in ("requests", "prompt_tokens", "completion_tokens")}
+
+
+USAGE = Usage()
+
+
+DOWN_FOR = 30.0  # seconds an endpoint that failed every retry is tried last
+_DOWN: dict[str, float] = {}  # {URL: monotonic time it last failed every retry}
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -151,6 +205,7 @@ class TransformersBackend:
             n = len(new) if end is None else end + 1
             rows.append({"key": req.key, "text": tok.decode(new[:n], skip_special_tokens=True),
                          "tokens": n, "finished": end is not None})
+        USAGE.record(self.model_spec, len(batch), sum(map(len, ids)), sum(r["tokens"] for r in rows))
         return rows
 
 
@@ -159,6 +214,10 @@ def as_list(x) -> list:
 
 
 class OpenAIBackend:
+    """Chat completions at OpenAI-compatible endpoints: `concurrency` requests in flight, request i sent to
+    endpoint i mod n and, when that one is down, to the next (`post_round_robin`). Generation and the judge's
+    logprob calls share this pool (`_pooled`); `sent` counts the replies each endpoint gave."""
+
     def __init__(self, endpoints: Sequence[str], model: str, concurrency: int = 8, timeout: float = 120.0,
                  retries: int = 3, backoff: float = 1.0):
         if not endpoints:
@@ -167,6 +226,8 @@ class OpenAIBackend:
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.model, self.concurrency, self.timeout, self.retries, self.backoff = model, concurrency, timeout, retries, backoff
         self._warned_header = False
+        self.sent: Counter = Counter()  # {endpoint URL: replies it gave}
+        self._sent_lock = threading.Lock()
 
     def check(self) -> None:
         """Fail at once, naming every URL, when no endpoint answers."""
@@ -215,62 +276,103 @@ class OpenAIBackend:
 
     def post_round_robin(self, client, i: int, body: dict) -> dict:
         """Request i goes to endpoint i mod n; if that one is down, to the next, so one dead server among
-        live ones slows a run instead of failing it. A rejected request (HTTP 4xx) is not retried elsewhere."""
+        live ones slows a run instead of failing it. An endpoint that failed every retry is tried last for
+        DOWN_FOR seconds (by every backend of the process), so its retries are paid once, not per request.
+        A rejected request (HTTP 4xx) is not retried elsewhere."""
         errors = []
-        n = len(self.endpoints)
-        for url in (self.endpoints[(i + j) % n] for j in range(n)):
+        n, now = len(self.endpoints), time.monotonic()
+        order = sorted((self.endpoints[(i + j) % n] for j in range(n)),  # stable: the live ones in turn first
+                       key=lambda url: now - _DOWN.get(url, float("-inf")) < DOWN_FOR)
+        for url in order:
             try:
-                return self.post(client, url, body)
+                data = self.post(client, url, body)
             except RequestRejected:
                 raise
             except EndpointError as e:
                 errors.append(str(e))
+                _DOWN[url] = time.monotonic()
+                continue
+            _DOWN.pop(url, None)
+            with self._sent_lock:
+                self.sent[url] += 1
+            return data
         raise EndpointError("every endpoint failed:\n  " + "\n  ".join(errors))
 
-    def next_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
-        """{token: logprob} of the most likely first tokens of the reply (for the judge)."""
+    def _pooled(self, n: int, body_of: Callable[[int], dict], on_reply: Callable[[int, dict], None]) -> None:
+        """POST body_of(i) for i in 0..n-1, `concurrency` at a time, round-robin with failover. on_reply(i, reply)
+        runs under one lock as each reply arrives (so it may write a cache), after its usage is counted. The first
+        failure cancels what has not started and is raised; what finished before it was handed on."""
         import httpx
 
-        body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0,
-                "logprobs": True, "top_logprobs": top}
-        with httpx.Client() as client:
-            data = self.post(client, self.endpoints[0], body)
-        try:
-            first = data["choices"][0]["logprobs"]["content"][0]
-        except (KeyError, IndexError, TypeError):
-            raise EndpointError(f"{self.endpoints[0]}: the reply carries no logprobs; the judge needs an endpoint "
-                                "that returns them (vLLM, llama.cpp server)") from None
-        return {t["token"]: t["logprob"] for t in first["top_logprobs"]}
+        lock = threading.Lock()
 
-    def generate(self, requests: Sequence[Request], cache: JsonlCache, progress: bool = True, desc: str = "") -> dict:
-        import httpx
-
-        todo = [r for r in requests if r.key not in cache]
-        if not todo:
-            return {"requests": len(requests), "generated": 0, "tokens": 0, "seconds": 0.0, "tokens_per_s": None}
-        self.check()
-        lock, tokens, t0 = threading.Lock(), [0], time.time()
-        bar = _progress(len(todo), desc, progress)
-
-        def one(i: int, req: Request, client) -> None:
-            data = self.post_round_robin(client, i, self.body(req))
-            choice = data["choices"][0]
-            n = (data.get("usage") or {}).get("completion_tokens", 0)
-            row = {"key": req.key, "text": choice["message"]["content"] or "", "tokens": n,
-                   "finished": choice.get("finish_reason") != "length"}
+        def one(i: int, client) -> None:
+            data = self.post_round_robin(client, i, body_of(i))
+            usage = data.get("usage") or {}
             with lock:
-                cache.add([row])
-                tokens[0] += n
-                bar.update(1)
+                USAGE.record(self.model, 1, usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+                on_reply(i, data)
 
-        with httpx.Client() as client, ThreadPoolExecutor(self.concurrency) as pool:
-            futures = [pool.submit(one, i, r, client) for i, r in enumerate(todo)]
+        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency * 2)
+        with httpx.Client(limits=limits) as client, ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [pool.submit(one, i, client) for i in range(n)]
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for f in pending:
                 f.cancel()
             for f in done:
-                f.result()  # re-raise the first failure; what finished is already in the cache
-        bar.close()
+                f.result()  # re-raise the first failure; what finished is already handed on
+
+    def next_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
+        """{token: logprob} of the most likely first tokens of the reply (for the judge)."""
+        return self.next_token_logprobs_many([messages], top)[0]
+
+    def next_token_logprobs_many(self, messages_list: Sequence[list[dict]], top: int = 20,
+                                 on_result: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        """{token: logprob} of the most likely first reply tokens of each chat, through the pool like `generate`
+        (concurrency, round-robin, failover). on_result(i, logprobs) runs under one lock as each arrives, so a
+        caller can cache every answer at once; a failure is raised after the answers that came were handed on."""
+        if not messages_list:
+            return []
+        self.check()
+        out: list[dict | None] = [None] * len(messages_list)
+
+        def body_of(i: int) -> dict:
+            return {"model": self.model, "messages": list(messages_list[i]), "max_tokens": 1, "temperature": 0.0,
+                    "logprobs": True, "top_logprobs": top}
+
+        def on_reply(i: int, data: dict) -> None:
+            try:
+                first = data["choices"][0]["logprobs"]["content"][0]
+            except (KeyError, IndexError, TypeError):
+                raise EndpointError(f"{', '.join(self.endpoints)}: the reply carries no logprobs; the judge needs an "
+                                    "endpoint that returns them (vLLM, llama.cpp server)") from None
+            out[i] = {t["token"]: t["logprob"] for t in first["top_logprobs"]}
+            if on_result is not None:
+                on_result(i, out[i])
+
+        self._pooled(len(messages_list), body_of, on_reply)
+        return out
+
+    def generate(self, requests: Sequence[Request], cache: JsonlCache, progress: bool = True, desc: str = "") -> dict:
+        todo = [r for r in requests if r.key not in cache]
+        if not todo:
+            return {"requests": len(requests), "generated": 0, "tokens": 0, "seconds": 0.0, "tokens_per_s": None}
+        self.check()
+        tokens, t0 = [0], time.time()
+        bar = _progress(len(todo), desc, progress)
+
+        def on_reply(i: int, data: dict) -> None:
+            choice = data["choices"][0]
+            n = (data.get("usage") or {}).get("completion_tokens", 0)
+            cache.add([{"key": todo[i].key, "text": choice["message"]["content"] or "", "tokens": n,
+                        "finished": choice.get("finish_reason") != "length"}])
+            tokens[0] += n
+            bar.update(1)
+
+        try:
+            self._pooled(len(todo), lambda i: self.body(todo[i]), on_reply)
+        finally:
+            bar.close()
         seconds = time.time() - t0
         return {"requests": len(requests), "generated": len(todo), "tokens": tokens[0], "seconds": round(seconds, 2),
                 "tokens_per_s": round(tokens[0] / seconds, 2) if seconds > 0 else None}
@@ -278,7 +380,8 @@ class OpenAIBackend:
 
 def make_backend(cfg, model_spec: str, endpoints: Sequence[str] | None = None):
     """The one way a stage gets a model that answers chats: the OpenAI-compatible `endpoints` when given
-    (round-robin, failover), else the model in this process on `cfg.device`, `cfg.gen_batch_size` per batch."""
+    (round-robin, failover, `cfg.endpoint_concurrency` in flight; `model_spec` is then the name the server
+    serves it under), else the model in this process on `cfg.device`, `cfg.gen_batch_size` per batch."""
     if endpoints is not None:
-        return OpenAIBackend(endpoints, model_spec)
+        return OpenAIBackend(endpoints, model_spec, concurrency=cfg.endpoint_concurrency)
     return TransformersBackend(model_spec, cfg.device, cfg.gen_batch_size)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..store import JsonlCache, hash_obj
 from .authors import texts_for
-from .backends import OpenAIBackend, Request, Sampling, TransformersBackend, derived_seed, make_backend
+from .backends import USAGE, OpenAIBackend, Request, Sampling, TransformersBackend, derived_seed, make_backend
 from .dialogue import listener_prompt, prompts, transcript
 from .prefix import common_prefix_len, shared_prefix_batch
 
@@ -95,6 +95,7 @@ class InProcessJudge:
         out = []
         for group in _prefix_groups(ids):
             out += self._group_logits([ids[i] for i in group], label_ids)
+        USAGE.record(self.spec, len(ids), sum(map(len, ids)), 0)  # logits read, no token generated
         return out
 
     def _group_logits(self, ids: list[list[int]], label_ids: list[int]) -> list[list[float]]:
@@ -120,21 +121,50 @@ def _prefix_groups(ids: list[list[int]]) -> list[list[int]]:
 
 
 class EndpointJudge:
-    """The judge behind an OpenAI-compatible endpoint that returns top logprobs (vLLM, llama.cpp server)."""
+    """The judge behind OpenAI-compatible endpoints that return top logprobs (vLLM, llama.cpp server), through
+    the backend's pool: its concurrency, round-robin over the URLs and failover, as generation."""
 
     authors = None
+    streams = True  # label_logits takes on_result: each answer can be cached as it arrives (ask_missing)
 
     def __init__(self, backend, batch_size: int = 8):
         self.backend, self.spec, self.batch_size = backend, backend.model, batch_size
 
-    def label_logits(self, messages_batch: list[list[dict]], labels: Sequence[str] = LABELS) -> list[list[float]]:
-        """Log-probs of `labels` among the top first tokens; a label not among them gets -inf."""
-        out = []
-        for messages in messages_batch:
-            top = self.backend.next_token_logprobs(messages)
-            out.append([max((lp for tok, lp in top.items() if tok.strip() == label), default=-math.inf)
-                        for label in labels])
-        return out
+    def label_logits(self, messages_batch: list[list[dict]], labels: Sequence[str] = LABELS,
+                     on_result=None) -> list[list[float]]:
+        """Log-probs of `labels` among the top first tokens; a label not among them gets -inf. on_result(i, logits)
+        is called (under the backend's lock) as each prompt's answer arrives."""
+        def logits(top: dict[str, float]) -> list[float]:
+            return [max((lp for tok, lp in top.items() if tok.strip() == label), default=-math.inf) for label in labels]
+
+        each = None if on_result is None else (lambda i, top: on_result(i, logits(top)))
+        return [logits(top) for top in self.backend.next_token_logprobs_many(messages_batch, on_result=each)]
+
+
+def ask_missing(judge, todo: list[tuple[str, list[dict]]], labels: Sequence[str], row_of, cache: JsonlCache,
+                bar=None) -> None:
+    """Cache row_of(key, logits of `labels`) for every (key, messages) of `todo`. At endpoints all prompts go
+    through the backend's pool at once and each row is cached as its answer arrives; in process a batch at a
+    time, each batch cached at once. Either way a kill loses only what was in flight, and nothing is asked twice."""
+    if getattr(judge, "streams", False):
+        def cached(i: int, logits: list[float]) -> None:
+            cache.add([row_of(todo[i][0], logits)])
+            if bar is not None:
+                bar.update(1)
+
+        judge.label_logits([m for _, m in todo], labels, on_result=cached)
+        return
+    for i in range(0, len(todo), judge.batch_size):
+        chunk = todo[i: i + judge.batch_size]
+        logits = judge.label_logits([m for _, m in chunk], labels=labels)
+        cache.add([row_of(key, lg) for (key, _), lg in zip(chunk, logits)])
+        if bar is not None:
+            bar.update(len(chunk))
+
+
+def _score_row(key: str, logits: list[float]) -> dict:
+    expected, argmax = scores_from_logits(logits)
+    return {"key": key, "logits": logits, "expected": expected, "argmax": argmax}
 
 
 def score_items(judge, items: list[dict], cache: JsonlCache, progress: bool = True) -> list[dict]:
@@ -145,18 +175,12 @@ def score_items(judge, items: list[dict], cache: JsonlCache, progress: bool = Tr
         for c in CRITERIA:
             msgs = judge_messages(it["history"], it["response"], c, judge.authors)
             keyed.append((it["id"], c, hash_obj({"judge": judge.spec, "messages": msgs})[:24], msgs))
-    todo = [(key, msgs) for _, _, key, msgs in keyed if key not in cache]
+    todo = list({key: msgs for _, _, key, msgs in keyed if key not in cache}.items())
     bar = tqdm(total=len(todo), desc="judging", unit="item", disable=not progress, mininterval=1.0)
-    for i in range(0, len(todo), judge.batch_size):
-        chunk = todo[i: i + judge.batch_size]
-        logits = judge.label_logits([m for _, m in chunk])
-        rows = []
-        for (key, _), lg in zip(chunk, logits):
-            expected, argmax = scores_from_logits(lg)
-            rows.append({"key": key, "logits": lg, "expected": expected, "argmax": argmax})
-        cache.add(rows)
-        bar.update(len(chunk))
-    bar.close()
+    try:
+        ask_missing(judge, todo, LABELS, _score_row, cache, bar)
+    finally:
+        bar.close()
     sampled = sampled_answers(judge, {key: msgs for _, _, key, msgs in keyed}, cache, progress) if judge.authors else {}
     by_id: dict[str, dict] = {}
     for item_id, c, key, _ in keyed:

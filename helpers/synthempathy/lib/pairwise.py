@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..store import JsonlCache, hash_obj
 from .bootstrap import seeded_ci
 from .dialogue import prompts, transcript
-from .judging import CRITERIA
+from .judging import CRITERIA, ask_missing
 
 LETTERS = ("A", "B", "C")
 OUTCOMES = {"win": 1, "tie": 0, "lose": -1}
@@ -81,15 +81,15 @@ def _prompts_to_judge(items: list[dict]) -> list[tuple[str, str, bool, list[dict
 
 
 def _judge_missing(judge, keyed: list[tuple[str, list[dict]]], cache: JsonlCache, progress: bool) -> None:
-    """Ask the judge for every (key, messages) not cached yet, a batch at a time, each batch cached at once."""
+    """Ask the judge for every (key, messages) not cached yet, as the 1..3 judge asks (judging.ask_missing: at
+    endpoints through the backend's pool, each verdict cached as it arrives; in process a batch at a time)."""
     todo = list({key: msgs for key, msgs in keyed if key not in cache}.items())
     bar = tqdm(total=len(todo), desc="A/B judging", unit="prompt", disable=not progress, mininterval=1.0)
-    for i in range(0, len(todo), judge.batch_size):
-        chunk = todo[i: i + judge.batch_size]
-        logits = judge.label_logits([m for _, m in chunk], labels=LETTERS)
-        cache.add([{"key": key, "logits": lg, "verdict": letter_from_logits(lg)} for (key, _), lg in zip(chunk, logits)])
-        bar.update(len(chunk))
-    bar.close()
+    try:
+        ask_missing(judge, todo, LETTERS, lambda key, lg: {"key": key, "logits": lg, "verdict": letter_from_logits(lg)},
+                    cache, bar)
+    finally:
+        bar.close()
 
 
 def judge_pairs(judge, items: list[dict], cache: JsonlCache, progress: bool = True) -> list[dict]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import ConfigError, StageConfig, describe, load_config
 from ..store import PAPER_STAGES, STAGES, RunStore
+from .backends import USAGE
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +55,7 @@ class Stage:
         store.hold(self._lock_owner())  # before anything slow, so that a refusal comes at once
         seed_everything(cfg.seed)
         store.stage_dir(self.name)
+        USAGE.attach(store.usage_path(self.name))  # the requests and tokens this stage's backends spend
         return StageConfig(cfg, self.name), store
 
     def _lock_owner(self) -> str:
