@@ -30,7 +30,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 # llama-cpp-python compiles from source. GGML_NATIVE=OFF builds for portable x86-64 (AVX2/FMA/F16C): the native
 # build uses what the CPU reports, and on these VMs it reports AMX and AVX-512 that the server then dies on
-# (SIGILL at its first request). LLAVA_BUILD=OFF leaves out the multimodal library, which no test loads.
+# (SIGILL at its first request; a native wheel already in pip's cache: `pip cache remove llama_cpp_python`).
+# LLAVA_BUILD=OFF leaves out the multimodal library, which no test loads.
 $(TEST_STAMP): $(STAMP) requirements-test.lock
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(PIP) install -q -r requirements-test.lock
 	touch $(TEST_STAMP)

@@ -175,7 +175,7 @@ def test_killed_inside_a_notebook_then_rerun_gives_the_same_results(reference, t
     lines = []
     to_the_end = stage == "04_finetune"
     store = runner.run("tiny", mine, stop=None if to_the_end else stage, echo=lines.append)
-    assert any(ln.startswith(f"[{STAGES.index(stage) + 1}/6] {stage}: done") for ln in lines)
+    assert any(f"] {stage}: done in" in ln for ln in lines), lines
     if not to_the_end:
         assert _data_outputs(store.root, stage) == _data_outputs(ref.root, stage)
     for rel in COMPARED:
