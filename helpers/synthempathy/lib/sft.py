@@ -183,6 +183,8 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
     _clear_stale(work_dir, fingerprint)
     import datasets
     import torch
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
     from trl import SFTConfig, SFTTrainer
     model, tok, notes = load_base_for_training(cfg.base_model, cfg.device, cfg.quantization)
     steps = max_steps or cfg.max_steps
@@ -203,6 +205,10 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
         train_dataset=datasets.Dataset.from_list(sft_rows(train_items, system, transcript)),
         eval_dataset=datasets.Dataset.from_list(sft_rows(eval_items, system, transcript)) if eval_items else None,
     )
+    # in a notebook kernel the trainer draws its bar as HTML, which only a browser shows; its tqdm bar shows in
+    # JupyterLab too and reaches the runner's terminal and logs (progress.py)
+    if trainer.pop_callback(NotebookProgressCallback) is not None:
+        trainer.add_callback(ProgressCallback)
     resume = last_checkpoint(work_dir)
     trainer.consumption.restore(resume)
     if resume:
