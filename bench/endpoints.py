@@ -26,7 +26,8 @@ requests/s, (3)/(1e) 0.95x in tokens/s; (2)/(1) 1.07x and (3)/(1) 0.52x in token
 server's, not the path's: llama-cpp-python builds the top logprobs by sorting the whole 49k-token vocabulary in
 Python, 31 ms -> 94..107 ms per request on the same cached prompt (measured alone); a single llama-cpp-python
 server answers one request at a time, so concurrency cannot hide it (serial judge: 1.78 req/s, pooled 1.72).
-vLLM computes the top logprobs on the GPU, in its batch.
+vLLM computes the top logprobs on the GPU, in its batch. Measured again 2026-12-01 on the idle machine, with the
+portable llama.cpp build `make test` now makes (best of 2): (2)/(1j) 0.85x, (3)/(1e) 0.97x; (2)/(1) 1.09x, (3)/(1) 0.51x.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from .lib.dialogue import chat
 from .lib.models import load_lm
 
 HOST = "127.0.0.1"
+# Seconds between two redraws of a streaming reply: every token would resend all columns and redraw the page,
+# which on a small CPU takes cycles from the model the user is waiting for.
+REDRAW_EVERY = 0.15
 
 
 class ChatError(RuntimeError):
@@ -136,18 +140,28 @@ def turns_of(history: Sequence[dict]) -> list[str]:
     return [_text(m["content"]) for m in history]
 
 
+def answer_order(names: Sequence[str]) -> list[str]:
+    """The trained arms answer first, the base model (the reference) last: the one shared model answers one
+    column at a time, and the arms are what a user waits for."""
+    return [n for n in names if n != BASE] + [n for n in names if n == BASE]
+
+
 def respond(panel: Panel, message: str, histories: Sequence[list], max_new_tokens: int, temperature: float):
     """Yield every column's history as the columns answer `message` one after another, each streamed."""
     # plain {role, content: text} messages throughout: Gradio hands back typed parts, and streaming a history
     # that mixes both forms leaves the page's copy of it stale
     histories = [[{"role": m["role"], "content": _text(m["content"])} for m in h or []]
                  + [{"role": "user", "content": message}] for h in histories]
-    for i, name in enumerate(panel.names):
+    for name in answer_order(panel.names):
+        i = panel.names.index(name)
         turns = turns_of(histories[i])
         histories[i] = histories[i] + [{"role": "assistant", "content": ""}]
+        shown = 0.0
         for text in panel.stream(name, turns, int(max_new_tokens), float(temperature)):
             histories[i][-1] = {"role": "assistant", "content": text}
-            yield histories
+            if time.monotonic() - shown >= REDRAW_EVERY:
+                shown = time.monotonic()
+                yield histories
         histories[i][-1] = {"role": "assistant", "content": histories[i][-1]["content"].strip() or "(no reply)"}
         yield histories
 
