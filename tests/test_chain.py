@@ -1,8 +1,9 @@
 """The whole chain through the runner, headless, on a shrunk tiny profile.
 
 One reference run (conftest.py), with the network refused to every process of it (the notebooks' kernels included), is
-compared against: a second run with the same seed (byte-identical selected sets and metrics), and runs killed
-with SIGKILL at a random point inside notebooks 01, 02 and 04, then rerun (the same results.json).
+compared against: a second run of 00..03 with the same seed (every data output byte-identical), and runs killed
+with SIGKILL at a random point inside notebooks 01, 02 and 04, then rerun (the killed stage's data outputs
+byte-identical; after 04, the same results.json).
 """
 
 import contextlib
