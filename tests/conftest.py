@@ -33,6 +33,7 @@ def reference(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("reference")
     overrides, lines, log = overrides_for(root), [], root / "network.log"
-    with no_network(log):
-        store = runner.run("tiny", overrides, echo=lines.append)
+    # what a terminal would show while the stages run, in its log form (beside the run folder: progress.log)
+    with no_network(log), open(root / "progress.log", "w") as progress:
+        store = runner.run("tiny", overrides, echo=lines.append, progress=progress)
     return overrides, store, lines, log

@@ -63,6 +63,10 @@ def test_whole_chain_runs_offline_then_is_up_to_date(reference, tmp_path):
     for ab in results["ab"].values():
         for c in ("naturalness", "coherence", "empathy"):
             assert ab[c]["pairs"] == 4 * 2 and abs(ab[c]["win"][0] + ab[c]["tie"][0] + ab[c]["lose"][0] - 1) < 1e-3
+    # while the stages ran, their own bars reached the runner's display, the trainer's steps included
+    shown = (Path(overrides["run_root"]).parent / "progress.log").read_text()
+    assert "\r" not in shown and re.search(r"04_finetune · cell \d+/\d+ · steps: \d+/\d+", shown), shown[-2000:]
+    assert re.search(r"01_generate · cell \d+/\d+ · \w[^:]*: \d+/\d+", shown), shown[-2000:]
     # the report's landing page links every stage's page (the site itself is checked in tests/test_report.py)
     site = store.root / "report"
     linked = set(re.findall(r'href="(\d\d_\w+\.html)"', (site / "index.html").read_text()))
