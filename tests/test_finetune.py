@@ -96,3 +96,30 @@ def test_arms_see_all_their_data_resume_after_kill_and_skip_when_done(tmp_path):
     both = finetune.run_stage(two, store)
     assert adapter.stat().st_mtime_ns == mtime and set(both["ed"]["seeds"]) == {"0", "1"}
     assert both["ed"]["seeds"]["1"]["final_loss"] != both["ed"]["seeds"]["0"]["final_loss"]
+
+
+def test_a_4bit_model_keeps_its_gradients_after_an_evaluation_pass():
+    # The trainer evaluates mid-training in eval mode without gradients; on a CPU with AVX512-BF16 bitsandbytes
+    # then repacked the 4-bit weights for a kernel with no backward, and layer 0's LoRA gradient fell 470-fold.
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    cfg = load_config("tiny", {})
+    model, tok, _ = sft.load_base_for_training(cfg.base_model, "cpu", "4bit")
+    torch.manual_seed(0)  # init_lora_weights=False: both LoRA matrices random, so layer 0's gradient is not 0
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    ids = tok(["I lost my dog yesterday and I feel awful about it."], return_tensors="pt").input_ids
+    first = next(p for n, p in model.named_parameters() if "layers.0." in n and "lora_A" in n)
+
+    def gradient():
+        model.train()
+        model.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return first.grad.clone()
+
+    before = gradient()
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    after = gradient()
+    assert before.norm() > 0 and torch.allclose(after, before, rtol=1e-4, atol=1e-7), (before.norm(), after.norm())

@@ -169,6 +169,21 @@ def bnb_4bit_config(compute_dtype):
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
+def keep_4bit_differentiable(model) -> None:
+    """Keep every 4-bit linear layer on bitsandbytes' differentiable dequantize-and-matmul path while training.
+
+    On a CPU with AVX512-BF16, a Linear4bit called in eval mode without gradients (the trainer's mid-training
+    evaluation) repacks its weight for a fused inference kernel that has no backward; every later step then
+    passes no gradient through the frozen weights to the layers below (bitsandbytes 0.50.2: layer 0's LoRA
+    gradient fell 470-fold after one evaluation, tests/test_finetune.py). The repacking is kept for inference.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_lm(spec: str, device: str = "auto", quantization: str = "none"):
     """(model, tokenizer) for a causal LM spec; a LoRA adapter folder is loaded onto its base model."""
     import torch

@@ -1,9 +1,9 @@
 """Supervised fine-tuning with LoRA, in 4 bits (QLoRA) or full precision: the one SFT helper of the package.
 
-Used three times: 02_quality trains the discriminator M_D (the base model fine-tuned on ED alone), 04_finetune
-trains the comparison arms, and 05_evaluate's quantity-quality sweep retrains one adapter per point. The recipe is QLoRA's (Dettmers et al., 2023): the frozen base weights in 4-bit NormalFloat
-(nf4) with double quantization, computation in bf16 (fp32 on CPU), and LoRA adapters on every linear
-projection of the transformer. Only the adapters (a few MB) are trained and saved.
+Used by 02_quality (the discriminator M_D: the base model fine-tuned on ED alone), 04_finetune (the arms) and
+05_evaluate's sweep (an adapter per point). The recipe is QLoRA's (Dettmers et al., 2023): the frozen base
+weights in 4-bit NormalFloat (nf4) with double quantization, computation in bf16 (fp32 on CPU), and LoRA
+adapters on every linear projection of the transformer. Only the adapters (a few MB) are trained and saved.
 
 Examples are chats: the dialogue history as alternating user (speaker) / assistant (listener) messages, and
 the listener's response as the assistant completion; the loss covers the completion only.
@@ -16,6 +16,7 @@ import logging
 import math
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 from ..store import hash_obj, read_json, write_json, write_text
@@ -100,7 +101,7 @@ def load_base_for_training(model_spec: str, device: str, quantization: str):
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    from .models import bnb_4bit_config, load_tokenizer, pick_device, resolve
+    from .models import bnb_4bit_config, keep_4bit_differentiable, load_tokenizer, pick_device, resolve
 
     device = pick_device(device)
     path = resolve(model_spec)
@@ -116,6 +117,7 @@ def load_base_for_training(model_spec: str, device: str, quantization: str):
             qc.bnb_4bit_use_double_quant = False
             model = AutoModelForCausalLM.from_pretrained(path, quantization_config=qc, device_map={"": device}, dtype=dtype)
             notes.update(double_quant=False, double_quant_error=str(e)[:300])
+        keep_4bit_differentiable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device == "cuda")
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
@@ -234,10 +236,7 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
 
 
 def _sources(items: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for it in items:
-        out[it.get("source", "ed")] = out.get(it.get("source", "ed"), 0) + 1
-    return out
+    return dict(Counter(it.get("source", "ed") for it in items))
 
 
 def peak_memory_mb() -> float:
