@@ -79,10 +79,15 @@ def test_whole_chain_runs_offline_then_is_up_to_date(reference, tmp_path):
     runner.run("tiny", overrides, echo=again.append)
     assert [ln for ln in again if "skipped" in ln] == [f"[{i}/6] {s}: up to date, skipped" for i, s in enumerate(STAGES, 1)]
 
-    # the quantity-quality sweep (on a copy): adding a point trains only its adapters, selected and random
-    mine = {**overrides_for(tmp_path), "sweep_thresholds": [20.0]}
+    # the quantity-quality sweep (on a copy, seed 0 alone): adding a point trains only its adapters, selected
+    # and random; every adapter there already is left untouched
+    mine = {**overrides_for(tmp_path), "sweep_thresholds": [20.0], "train_seeds": [0]}
     shutil.copytree(store.root, Path(mine["run_root"]) / "tiny")
+    trained = {m: m.stat().st_mtime_ns for m in (Path(mine["run_root"]) / "tiny").glob("04_finetune/*/seed-*/completed.json")}
     store = runner.run("tiny", mine, start="04", echo=lambda _: None)
+    assert {m: m.stat().st_mtime_ns for m in trained} == trained
+    assert sorted(m.parent.parent.name for m in store.root.glob("04_finetune/*/seed-*/completed.json")
+                  if m not in trained) == ["sweep_T20", "sweep_T20_random"]
     rows = json.loads(store.path("05_evaluate", "results.json").read_text())["sweep"]
     point = {r["kind"]: r for r in rows if r["value"] == 20.0}
     assert set(point) == {"selected", "random"} and point["selected"]["synthetic"] == point["random"]["synthetic"] > 0
@@ -114,6 +119,7 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+KILLED_ARM = "synth_empathy/seed-0"  # the adapter the stage-04 kill lands in
 MILESTONES = {
     "01_generate": {"a generation batch is cached": lambda r: _lines(r / "01_generate/_work/generations.cache.jsonl") >= 1},
     "02_quality": {
@@ -124,7 +130,7 @@ MILESTONES = {
         "a batch of judge scores is cached": lambda r: _lines(r / "02_quality/_work/judge.cache.jsonl") >= 1,
     },
     "04_finetune": {"a synth_empathy checkpoint is saved":
-                    lambda r: sft.last_checkpoint(r / "04_finetune/_work/synth_empathy/seed-0") is not None},
+                    lambda r: sft.last_checkpoint(r / "04_finetune/_work" / KILLED_ARM) is not None},
 }
 
 
@@ -141,6 +147,18 @@ def kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
+def _reference_work_beside_the_killed_arm(ref: Path, root: Path) -> None:
+    """The reference's other adapters and 05's caches, less the killed arm's answers, as a kill late in 04 would
+    leave them: the rerun trains only the killed arm (resumed) and 05 answers only with it, so results.json
+    still compares what the resumed adapter answers (the other adapters train as its first steps did)."""
+    for marker in (ref / "04_finetune").glob("*/seed-*/completed.json"):
+        if marker.parent.relative_to(ref / "04_finetune").as_posix() != KILLED_ARM:
+            shutil.copytree(marker.parent, root / marker.parent.relative_to(ref))
+    killed_cache = f"predictions.{KILLED_ARM.replace('/', '.')}.cache.jsonl"
+    shutil.copytree(ref / "05_evaluate" / "_work", root / "05_evaluate" / "_work",
+                    ignore=lambda _, names: [n for n in names if n in (killed_cache, "usage.jsonl")])
+
+
 @pytest.mark.parametrize("stage", list(MILESTONES))
 def test_killed_inside_a_notebook_then_rerun_gives_the_same_results(reference, tmp_path, stage):
     overrides, ref, _, _ = reference
@@ -150,6 +168,8 @@ def test_killed_inside_a_notebook_then_rerun_gives_the_same_results(reference, t
     root.mkdir(parents=True)
     for earlier in STAGES[: STAGES.index(stage)]:
         shutil.copytree(ref.root / earlier, root / earlier)
+    if stage == "04_finetune":
+        _reference_work_beside_the_killed_arm(ref.root, root)
     manifest = json.loads((ref.root / "manifest.json").read_text())
     manifest["stages"] = {s: e for s, e in manifest["stages"].items() if STAGES.index(s) < STAGES.index(stage)}
     (root / "manifest.json").write_text(json.dumps(manifest))
