@@ -61,7 +61,7 @@ def test_tiny_counts_follow_the_profile_and_the_seed_corpus(tiny):
     # the judge: every (<= one per generation) example and the sanity panel, 3 criteria each
     assert request(p, "02_quality", "judge scores")["count"] == (n_gen + 2 * cfg.sanity_pairs) * len(CRITERIA)
     adapters = (len(cfg.arms) + len(arms.sweep_runs(cfg))) * len(cfg.train_seeds)
-    assert adapters == 5 and f"= {adapters} adapters" in stage(p, "04_finetune")["notes"][0]
+    assert adapters == 3 and f"= {adapters} adapters" in stage(p, "04_finetune")["notes"][0]
     steps = request(p, "04_finetune", "ed steps")["count"]
     assert steps == -(-cfg.max_seed_records // cfg.train_batch_size) * len(cfg.train_seeds)
     n_eval = p["data"]["eval"]
