@@ -1,9 +1,9 @@
 """The whole chain through the runner, headless, on a shrunk tiny profile.
 
 One reference run (conftest.py), with the network refused to every process of it (the notebooks' kernels included), is
-compared against: a second run of 00..03 with the same seed (every data output byte-identical), and runs killed
-with SIGKILL at a random point inside notebooks 01, 02 and 04, then rerun (the killed stage's data outputs
-byte-identical; after 04, the same results.json).
+compared against: 00 and 03 rerun with the same seed (every data output byte-identical), and runs killed with
+SIGKILL at a random point inside notebooks 01, 02 and 04, then rerun (the killed stage's data outputs, computed
+from nothing, byte-identical; after 04, the same results.json).
 """
 
 import contextlib
@@ -105,11 +105,22 @@ def _data_outputs(root: Path, stage: str) -> dict:
 
 
 def test_same_seed_gives_byte_identical_selections_and_metrics(reference, tmp_path):
-    # 00..03 again from nothing: every data output byte-identical to the reference run's; 04 and 05 are rerun
-    # from the same inputs by the stage-04 kill test below, which compares the final results.json
+    # 00 and 03 again from nothing, with the reference's 01 and 02 in place: every data output byte-identical to
+    # the reference run's, and 01 and 02 up to date on 00's new bytes. 01 and 02 are recomputed from nothing
+    # (killed, then resumed) and compared byte for byte by the kill tests below; 04 and 05 by the stage-04 one.
     _, ref, _, _ = reference
-    store = runner.run("tiny", overrides_for(tmp_path), stop="03", echo=lambda _: None)
-    for stage in STAGES[:4]:  # the two selections among them
+    root = Path(overrides_for(tmp_path)["run_root"]) / "tiny"
+    root.mkdir(parents=True)
+    for stage in STAGES[1:3]:
+        shutil.copytree(ref.root / stage, root / stage)
+    manifest = json.loads((ref.root / "manifest.json").read_text())
+    manifest["stages"] = {s: e for s, e in manifest["stages"].items() if s in STAGES[1:3]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    lines = []
+    store = runner.run("tiny", overrides_for(tmp_path), stop="03", echo=lines.append)
+    assert [ln for ln in lines if "skipped" in ln] == [f"[{i}/4] {s}: up to date, skipped" for i, s in enumerate(STAGES[:4], 1)
+                                                        if s in STAGES[1:3]]
+    for stage in STAGES[:4]:  # the selection of 03 among them
         assert _data_outputs(store.root, stage) == _data_outputs(ref.root, stage), stage
 
 
