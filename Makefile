@@ -56,8 +56,10 @@ test: setup-test lint
 chat: setup
 	$(PY) -m synthempathy chat --profile $(PROFILE)
 
+# JupyterLab on this machine only; as root (a container's usual user) it needs --allow-root to start at all.
+# LAB_ARGS adds JupyterLab options, e.g. LAB_ARGS="--no-browser --port=8899".
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
 
 bench: setup-test
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

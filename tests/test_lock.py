@@ -1,6 +1,6 @@
-"""One run at a time per run folder (issue #14): a second process is refused at once, naming the folder and the
-process holding it; a lock left by a killed process is taken over; the notebook kernels a run starts inherit its
-lock; a notebook (Stage.open) holds the folder until its process ends.
+"""One writer at a time per run folder (issues #14, #24): a second process is refused at once, naming the folder and
+the process holding it; a lock left by a killed process is taken over; the notebook kernels a run starts write under
+its lock; a notebook holds the folder only while one of its steps runs (Stage.step), never while it is merely open.
 
 The other processes are real (`python -c`, torch-free: seeding is stubbed out); every wait is bounded.
 """
@@ -19,9 +19,9 @@ from synthempathy.store import LOCK_ENV, LOCK_FILE, RunLocked, RunStore
 
 TIMEOUT = 60  # one child process, start to end (about 1 s on an idle machine)
 
-# A process that takes the lock (mode "lock") or opens a stage as its notebook does (mode "open"), reports
-# {"held": ...} or {"locked": message} with the seconds it took, and with "stay" keeps the lock until its stdin
-# is closed.
+# A process that takes the lock (mode "lock"), opens a stage as its notebook does (mode "open"), or opens it and
+# runs a step of it (mode "step"); it reports {"held": ...} or {"locked": message} with the seconds it took, and
+# with "stay" stays (in the step, for "step") until its stdin is closed.
 CHILD = """
 import json, sys, time
 import synthempathy.lib.stage as stage
@@ -29,18 +29,27 @@ from synthempathy.store import RunLocked, RunStore
 stage.seed_everything = lambda seed: None  # no torch: the lock is what is tested
 mode, arg = sys.argv[1], json.loads(sys.argv[2])
 t0 = time.time()
+
+def report_and_stay():
+    print(json.dumps({"held": True, "seconds": time.time() - t0}), flush=True)
+    if arg.get("stay"):
+        sys.stdin.read()
+
 try:
     if mode == "lock":
         held = RunStore(arg["run_dir"]).lock(arg["owner"])  # kept: collected, it would release
         held.__enter__()
+    elif mode == "step":
+        this = stage.Stage(arg["stage"])
+        cfg, store = this.open("tiny", arg["overrides"])
+        this.step(lambda store: report_and_stay())(store)
+        sys.exit(0)
     else:
         stage.Stage(arg["stage"]).open("tiny", arg["overrides"])
 except RunLocked as e:
     print(json.dumps({"locked": str(e), "seconds": time.time() - t0}), flush=True)
     sys.exit(3)
-print(json.dumps({"held": True, "seconds": time.time() - t0}), flush=True)
-if arg.get("stay"):
-    sys.stdin.read()
+report_and_stay()
 """
 
 
@@ -103,7 +112,7 @@ def test_a_second_process_is_refused_at_once_with_the_folder_the_pid_and_the_hol
     assert code == 3 and out["seconds"] < 2, out
     message = out["locked"]
     for fragment in (str(store.root), f"pid {os.getpid()}", socket.gethostname(),
-                     "synthempathy run --profile tiny", "One run at a time", f"kill {os.getpid()}", "run_root="):
+                     "synthempathy run --profile tiny", "One writer at a time", f"kill {os.getpid()}", "run_root="):
         assert fragment in message, f"{fragment!r} not in: {message}"
 
 
@@ -156,42 +165,48 @@ def test_a_stale_lock_naming_another_host_is_taken_over_once_its_flock_is_free(t
     assert "pid 4321 on elsewhere" in caplog.text
 
 
-def test_a_notebook_kernel_started_by_the_run_opens_the_folder_the_run_holds(tmp_path, run_overrides):
+def test_a_step_in_a_kernel_started_by_the_run_writes_under_the_runs_lock(tmp_path, run_overrides):
     store = RunStore(tmp_path / "runs" / "tiny")
     arg = {"stage": "02_quality", "overrides": run_overrides}
     with store.lock("synthempathy run --profile tiny"):
-        code, out = run_child("open", arg)  # inherits the run's token, as papermill's kernels do
+        code, out = run_child("step", arg)  # inherits the run's token, as papermill's kernels do
         assert code == 0 and out["held"], out
         assert lock_info(store)["pid"] == os.getpid(), "the kernel took nothing: the run still holds it"
-        code, out = run_child("open", arg, token="someone-elses-token")
+        code, out = run_child("step", arg, token="someone-elses-token")
         assert code == 3 and f"pid {os.getpid()}" in out["locked"], "a token that is not the holder's counts for nothing"
 
 
-def test_stage_open_is_refused_while_another_process_holds_the_folder(tmp_path, run_overrides, holder):
+def test_a_step_is_refused_at_once_while_another_process_holds_the_folder(tmp_path, run_overrides, holder):
     store = RunStore(tmp_path / "runs" / "tiny")
     proc = holder("lock", {"run_dir": str(store.root), "owner": "synthempathy run --profile tiny"})
     code, out = run_child("open", {"stage": "02_quality", "overrides": run_overrides}, token=None)
+    assert code == 0, "opening a stage takes nothing: a notebook opens beside a run"
+    code, out = run_child("step", {"stage": "02_quality", "overrides": run_overrides}, token=None)
     assert code == 3 and out["seconds"] < 2, out
     assert str(store.root) in out["locked"] and f"pid {proc.pid}" in out["locked"]
     assert "synthempathy run --profile tiny" in out["locked"]
     stop(proc)
 
 
-def test_stage_open_holds_the_folder_until_its_process_ends(tmp_path, run_overrides, holder, caplog):
-    """A notebook open in JupyterLab, then `make run` in a terminal: the run is refused, naming the notebook."""
+def test_an_open_notebook_holds_nothing_and_a_step_only_while_it_runs(tmp_path, run_overrides, holder, caplog):
+    """Notebook 02 open in JupyterLab, then `make run` in a terminal: the run goes ahead; while one of the notebook's
+    steps runs, the run is refused, naming the notebook's stage and step; once the step returns, the folder is free."""
     store = RunStore(tmp_path / "runs" / "tiny")
-    proc = holder("open", {"stage": "02_quality", "overrides": run_overrides})
+    opened = holder("open", {"stage": "02_quality", "overrides": run_overrides})
+    with store.lock("synthempathy run --profile tiny"):
+        pass
+    stop(opened)
+    proc = holder("step", {"stage": "02_quality", "overrides": run_overrides})
     with pytest.raises(RunLocked) as refused, store.lock("synthempathy run --profile tiny"):
         pass
-    assert f"pid {proc.pid}" in str(refused.value) and "stage 02_quality" in str(refused.value)
-    stop(proc)  # the kernel is shut down
-    assert lock_info(store) == {}, "released cleanly at exit: nothing to take over"
+    assert f"pid {proc.pid}" in str(refused.value) and "stage 02_quality (step <lambda>" in str(refused.value)
+    stop(proc)  # the step returns
+    assert lock_info(store) == {}, "released cleanly: nothing to take over"
     with caplog.at_level("WARNING"), store.lock("synthempathy run --profile tiny"):
         pass
     assert "taking over" not in caplog.text
 
 
-# Passes once runner.run takes the lock (issue #14, item 4): `with store.lock(...)` around its stages and report.
 def test_runner_run_on_a_folder_in_use_fails_fast_and_writes_nothing(tmp_path, run_overrides, holder, monkeypatch):
     from synthempathy import runner
 
@@ -200,7 +215,7 @@ def test_runner_run_on_a_folder_in_use_fails_fast_and_writes_nothing(tmp_path, r
 
     monkeypatch.setattr("papermill.execute_notebook", no_stage)
     store = RunStore(tmp_path / "runs" / "tiny")
-    proc = holder("open", {"stage": "02_quality", "overrides": run_overrides})  # notebook 02 open in JupyterLab
+    proc = holder("step", {"stage": "02_quality", "overrides": run_overrides})  # a step of notebook 02 running
     t0 = time.time()
     with pytest.raises(RunLocked) as refused:
         runner.run("tiny", run_overrides, start=0, stop=0, echo=lambda _: None)

@@ -39,6 +39,7 @@ from .lib.backends import derived_seed
 from .lib.dialogue import transcript
 from .lib.judging import CRITERIA
 from .lib.pairwise import judge_pairs, percent, share_ci
+from .lib.stage import Stage
 from .store import JsonlCache, atomic_path, hash_obj, read_json, read_jsonl, write_json, write_text
 
 SCALE = ("a", "b", "tie")
@@ -155,6 +156,10 @@ def _write_new_key(path: Path, key: dict) -> None:
     write_json(path, key)
 
 
+EVALUATION = Stage("05_evaluate")  # the sheets are written from, and into, the evaluation's run folder
+
+
+@EVALUATION.step
 def export(cfg, store, out_dir: str | os.PathLike, n: int | None = None, seed: int | None = None,
            pairs: Sequence[tuple[str, str]] | None = None) -> dict:
     """Write sheet.csv, sheet.html, README.txt and key.json for n evaluation histories (default
@@ -539,6 +544,7 @@ def _judged_items(store, key: dict, items: list[str]) -> list[dict]:
     return out
 
 
+@EVALUATION.step
 def judge_sheets(cfg, store, out_dir: str | os.PathLike, judge=None, progress: bool = True) -> list[Path]:
     """Fill the sheets of an export (out_dir/key.json) with the LLM A/B judge's verdicts: one sheet per
     order it judged (x as Reply A, y as Reply A), in out_dir/judge/. Verdicts come from 05_evaluate's

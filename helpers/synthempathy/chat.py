@@ -24,6 +24,7 @@ from .lib.arms import BASE
 from .lib.backends import as_list
 from .lib.dialogue import chat
 from .lib.models import load_lm
+from .lib.terminal import off_the_page
 
 HOST = "127.0.0.1"
 # Seconds between two redraws of a streaming reply: every token would resend all columns and redraw the page,
@@ -237,3 +238,10 @@ def default_histories(store, n: int = 3) -> list[list[str]]:
     records = read_jsonl(Path(store.root) / "00_data" / "eval.jsonl")
     step = max(1, len(records) // n)
     return [r["history"] for r in records[::step][:n]]
+
+
+def side_by_side_sample(cfg, store, n: int = 2) -> list[dict]:
+    """What notebook 05 shows last: every column's reply to the first n evaluation histories (model loading and
+    generation report to the terminal, not the notebook)."""
+    with off_the_page():
+        return Panel(cfg, columns(cfg, store)).side_by_side(default_histories(store, n))

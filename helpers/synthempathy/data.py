@@ -38,6 +38,7 @@ def corpus_stats(records: list[Record]) -> dict:
     }
 
 
+@STAGE.step
 def run_stage(cfg, store) -> dict:
     """Read the profile's training and evaluation splits and write them to 00_data/ as JSON lines.
 

@@ -1,5 +1,8 @@
 """03_diversity, the paper's stage 4: K-Center-Greedy over the quality-selected examples keeps D_a and
 discards D_d (lib/selection.py, lib/kcenter.py); then how diverse each set is, and one UMAP map of them all.
+
+The greedy order is computed once and stored (order.json): the selection at any ratio is a prefix of it, so a
+notebook cell can try another ratio without recomputing the order or refitting the map.
 """
 
 from __future__ import annotations
@@ -9,14 +12,15 @@ import numpy as np
 from .lib.dialogue import transcript
 from .lib.embedding import embedder
 from .lib.judging import CRITERIA
-from .lib.kcenter import coverage_curve
-from .lib.selection import example_text, select_diverse
+from .lib.kcenter import coverage_curve, kcenter_greedy, naive_kcenter_greedy  # noqa: F401 - notebook 03 shows it
+from .lib.selection import example_text, kept_by_kcenter
 from .lib.set_diversity import set_metrics
 from .lib.stage import Stage
-from .store import write_json, write_jsonl, write_npy
+from .store import hash_bytes, read_json, write_json, write_jsonl, write_npy, write_text
 
 STAGE = Stage("03_diversity")
 COVERAGE_RATIOS = tuple(round(r, 2) for r in np.arange(0.05, 1.0001, 0.05))
+GROUPS = ("seed", "all synthetic", "quality-kept", "D_a (diversity-kept)", "D_d (discarded)")
 
 
 def seed_text(record: dict) -> str:
@@ -24,17 +28,50 @@ def seed_text(record: dict) -> str:
     return transcript([*record["history"], record["response"]])
 
 
-def run_stage(cfg, store) -> dict:
-    """D_a (kept) and D_d (discarded), the diversity table and coverage curve (metrics.json), and the UMAP
-    coordinates of seeds and synthetic examples (umap.npy); returns the metrics and the map's groups."""
-    kept = store.read("02_quality", "selected.jsonl")
-    emb = embedder(cfg, store)
-    d_a, d_d, order, x = select_diverse(kept, emb, cfg.kcenter_ratio, cfg.seed, cfg.kcenter_bookkeeping)
+@STAGE.step
+def embed(cfg, store, kept: list[dict]) -> np.ndarray:
+    """Step 1. The embedding of every quality-selected example (instruction + output, as the authors embed),
+    written to embeddings.npy with its ids; cached in the run, so a rerun loads no model."""
+    if not kept:
+        raise ValueError("no quality-selected example to diversify (the quality threshold kept none)")
+    x = embedder(cfg, store).encode([example_text(e) for e in kept])
     write_npy(store.path("03_diversity", "embeddings.npy"), x)
     write_json(store.path("03_diversity", "embedding_ids.json"), [e["id"] for e in kept])
+    return x
+
+
+def greedy_order(x: np.ndarray, seed: int) -> list[int]:
+    """Step 2. The K-Center-Greedy order of all rows from a seeded random first centre: each next point is the one
+    farthest (L2) from its nearest chosen one. The fast exact kernel; `naive_kcenter_greedy` is the plain loop."""
+    return kcenter_greedy(x, k=len(x), seed=seed)
+
+
+def cut(kept: list[dict], order: list[int], ratio: float, bookkeeping: str = "project") -> tuple[list[dict], list[dict]]:
+    """Step 3. (D_a, D_d) at `ratio`: D_a is a prefix of the greedy order (kept_by_kcenter), in selection order,
+    each with its rank; D_d the rest, in their original order."""
+    chosen = kept_by_kcenter(order, ratio, bookkeeping)
+    d_a = [{**kept[i], "kcenter_rank": r} for r, i in enumerate(chosen)]
+    d_d = [kept[i] for i in range(len(kept)) if i not in set(chosen)]
+    return d_a, d_d
+
+
+@STAGE.step
+def write_selection(store, order: list[int], d_a: list[dict], d_d: list[dict]) -> None:
+    """Step 3, recorded: the order, D_a (selected.jsonl, what the training arms read) and D_d (discarded.jsonl)."""
+    write_json(store.path("03_diversity", "order.json"), order)
     write_jsonl(store.path("03_diversity", "selected.jsonl"), d_a)
     write_jsonl(store.path("03_diversity", "discarded.jsonl"), d_d)
 
+
+def stored_order(store) -> list[int]:
+    """The greedy order as step 3 wrote it: a cell tries another ratio as a prefix of it."""
+    return read_json(store.path("03_diversity", "order.json"))
+
+
+@STAGE.step
+def set_table(cfg, store, kept: list[dict], d_a: list[dict], x: np.ndarray) -> dict:
+    """Step 4. How diverse each set is (lib/set_diversity.py): seeds, all synthetic, quality-kept, D_a, D_d."""
+    emb = embedder(cfg, store)
     seeds = store.read("00_data", "train.jsonl")
     synthetic = store.read("01_generate", "examples.jsonl")
     row_of = {e["id"]: i for i, e in enumerate(kept)}
@@ -43,17 +80,26 @@ def run_stage(cfg, store) -> dict:
     sets = {"seed": (seeds, seed_text, "response", None), "all synthetic": (synthetic, example_text, "output", None),
             "quality-kept": (kept, example_text, "output", list(range(len(kept)))),
             "D_a (diversity-kept)": (d_a, example_text, "output", kept_rows),
-            "D_d (discarded)": (d_d, example_text, "output", rest)}
-    table = {name: set_metrics(emb.encode([text(r) for r in rows]), [r[field] for r in rows],
-                               (x, idx) if idx is not None else None)
-             for name, (rows, text, field, idx) in sets.items()}
-    curve = coverage_curve(x, order, COVERAGE_RATIOS)
-    metrics = {"ratio": cfg.kcenter_ratio, "bookkeeping": cfg.kcenter_bookkeeping, "kept": len(d_a),
-               "discarded": len(d_d), "sets": table,
-               "coverage_curve": {"ratios": list(COVERAGE_RATIOS), "radius": [round(r, 4) for r in curve]},
-               "judge_on_d_a": judge_on(store, {e["id"] for e in d_a})}
+            "D_d (discarded)": ([kept[i] for i in rest], example_text, "output", rest)}
+    return {name: set_metrics(emb.encode([text(r) for r in rows]), [r[field] for r in rows],
+                              (x, idx) if idx is not None else None)
+            for name, (rows, text, field, idx) in sets.items()}
+
+
+def coverage(x: np.ndarray, order: list[int]) -> dict:
+    """Step 5. The coverage radius (the K-Center objective: the largest distance from any example to its nearest
+    kept one) of every prefix of the order, at ratios 0.05..1."""
+    return {"ratios": list(COVERAGE_RATIOS), "radius": [round(r, 4) for r in coverage_curve(x, order, COVERAGE_RATIOS)]}
+
+
+@STAGE.step
+def write_metrics(store, ratio: float, bookkeeping: str, d_a: list[dict], d_d: list[dict], table: dict,
+                  curve: dict) -> dict:
+    """Steps 4-5, recorded in metrics.json, with the judge's scores (02_quality) on D_a, the set the authors judged."""
+    metrics = {"ratio": ratio, "bookkeeping": bookkeeping, "kept": len(d_a), "discarded": len(d_d), "sets": table,
+               "coverage_curve": curve, "judge_on_d_a": judge_on(store, {e["id"] for e in d_a})}
     write_json(store.path("03_diversity", "metrics.json"), metrics)
-    return {**metrics, "map": umap_map(cfg, store, emb, seeds, synthetic, kept, d_a)}
+    return metrics
 
 
 def judge_on(store, ids: set[str]) -> dict:
@@ -62,23 +108,45 @@ def judge_on(store, ids: set[str]) -> dict:
     return {c: round(sum(r[c] for r in rows) / len(rows), 4) if rows else None for c in CRITERIA}
 
 
-def umap_map(cfg, store, emb, seeds, synthetic, kept, d_a) -> dict:
-    """One seeded UMAP fit of seeds and synthetic examples (written to umap.npy), and which rows are which set."""
-    vectors = np.vstack([emb.encode([seed_text(r) for r in seeds]), emb.encode([example_text(e) for e in synthetic])])
-    coords = umap_coordinates(vectors, cfg.seed).astype(np.float32)
-    write_npy(store.path("03_diversity", "umap.npy"), coords)
-    kept_ids, d_a_ids, n = {e["id"] for e in kept}, {e["id"] for e in d_a}, len(seeds)
-    groups = {"seed": list(range(n)), "all synthetic": [n + i for i in range(len(synthetic))],
-              "quality-kept": [n + i for i, e in enumerate(synthetic) if e["id"] in kept_ids],
-              "D_a (diversity-kept)": [n + i for i, e in enumerate(synthetic) if e["id"] in d_a_ids],
-              "D_d (discarded)": [n + i for i, e in enumerate(synthetic) if e["id"] in kept_ids - d_a_ids]}
-    return {"coords": coords, "groups": groups, "emotions": [e["emotion"] for e in synthetic]}
-
-
-def umap_coordinates(vectors: np.ndarray, seed: int, n_neighbors: int = 15) -> np.ndarray:
-    """One seeded UMAP fit (cosine metric) for every overlay of notebook 03."""
+@STAGE.step
+def umap_coordinates(cfg, store) -> np.ndarray:
+    """Step 6. One seeded UMAP fit (cosine) of every seed and every synthetic example, written to umap.npy. It does
+    not depend on either filter: a new T or ratio only recolours the map (`map_groups`)."""
     import umap
 
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(vectors) - 1), min_dist=0.1, metric="cosine",
-                        random_state=seed, n_jobs=1)
-    return reducer.fit_transform(vectors)
+    emb = embedder(cfg, store)
+    seeds, synthetic = store.read("00_data", "train.jsonl"), store.read("01_generate", "examples.jsonl")
+    vectors = np.vstack([emb.encode([seed_text(r) for r in seeds]), emb.encode([example_text(e) for e in synthetic])])
+    path, fitted = store.path("03_diversity", "umap.npy"), store.work_dir("03_diversity") / "umap.inputs"
+    inputs = hash_bytes(vectors.tobytes() + f"seed={cfg.seed}".encode())
+    if path.exists() and fitted.exists() and fitted.read_text() == inputs:
+        return np.load(path)  # the same points and seed: the fit is the one stored
+    reducer = umap.UMAP(n_neighbors=min(15, len(vectors) - 1), min_dist=0.1, metric="cosine",
+                        random_state=cfg.seed, n_jobs=1)
+    coords = reducer.fit_transform(vectors).astype(np.float32)
+    write_npy(path, coords)
+    write_text(fitted, inputs)
+    return coords
+
+
+def map_groups(store, kept: list[dict], d_a: list[dict]) -> dict:
+    """Which rows of the map are which set, and the emotion of each synthetic row."""
+    n, synthetic = len(store.read("00_data", "train.jsonl")), store.read("01_generate", "examples.jsonl")
+    kept_ids, d_a_ids = {e["id"] for e in kept}, {e["id"] for e in d_a}
+    members = {"all synthetic": lambda i: True, "quality-kept": kept_ids.__contains__,
+               "D_a (diversity-kept)": d_a_ids.__contains__, "D_d (discarded)": lambda i: i in kept_ids - d_a_ids}
+    groups = {"seed": list(range(n)), **{name: [n + j for j, e in enumerate(synthetic) if member(e["id"])]
+                                         for name, member in members.items()}}
+    return {"groups": groups, "emotions": [e["emotion"] for e in synthetic]}
+
+
+def run_stage(cfg, store) -> dict:
+    """The steps in order, as notebook 03 takes them: metrics.json's content and the map (coords and groups)."""
+    kept = store.read("02_quality", "selected.jsonl")
+    x = embed(cfg, store, kept)
+    order = greedy_order(x, cfg.seed)
+    d_a, d_d = cut(kept, order, cfg.kcenter_ratio, cfg.kcenter_bookkeeping)
+    write_selection(store, order, d_a, d_d)
+    metrics = write_metrics(store, cfg.kcenter_ratio, cfg.kcenter_bookkeeping, d_a, d_d,
+                            set_table(cfg, store, kept, d_a, x), coverage(x, order))
+    return {**metrics, "map": {"coords": umap_coordinates(cfg, store), **map_groups(store, kept, d_a)}}

@@ -18,9 +18,11 @@ from .lib import bootstrap as B
 from .lib import metrics as M
 from .lib import results as R
 from .lib.backends import Request, Sampling, make_backend
+from .lib.bootstrap import DETECTABLE_Z, seeded_ci  # noqa: F401 - notebook 05 shows them
 from .lib.dialogue import chat_pairs
 from .lib.embedding import Embedder, embedder
 from .lib.judging import CRITERIA
+from .lib.metrics import corpus_metrics, embedding_cosines  # noqa: F401 - notebook 05 shows them
 from .lib.stage import Stage
 from .store import JsonlCache, write_json, write_jsonl
 
@@ -115,30 +117,75 @@ FAMILIES, BAR_FAMILIES, verdict = R.FAMILIES, R.BAR_FAMILIES, R.verdict
 results_table, results_markdown, ab_markdown = R.results_table, R.results_markdown, pairwise.ab_markdown
 
 
-def run_stage(cfg, store, progress: bool = True) -> dict:
-    models = models_to_evaluate(cfg, store)
+@STAGE.step
+def answer(cfg, store, progress: bool = True) -> dict[str, list[list[dict]]]:
+    """Step 1. Every model answers every evaluation example greedily: {name: one prediction list per training
+    seed}, each written to predictions/<name>[.seed-<s>].jsonl; cached, so a rerun generates nothing."""
     records = eval_records(cfg, store)
-    predictions = {name: predict_seeds(cfg, store, name, specs, records, progress) for name, specs in models.items()}
-    emb = embedder(cfg, store)
-    judge = judging.make_judge(cfg)
+    return {name: predict_seeds(cfg, store, name, specs, records, progress)
+            for name, specs in models_to_evaluate(cfg, store).items()}
+
+
+@STAGE.step
+def score_answers(cfg, store, predictions: dict, progress: bool = True) -> dict:
+    """Step 2. Per example, per seed: the embedding cosine to the gold reply and the judge's expected scores
+    ({name: {figure: rows}}, written to per_example.json); BLEU, Dist, ROUGE and F1 are corpus figures (step 3)."""
+    emb, judge = embedder(cfg, store), judging.make_judge(cfg)
     judge_cache = JsonlCache(store.work_dir("05_evaluate") / "judge.cache.jsonl")
     values = {name: per_example(cfg, p, emb, judge, judge_cache, progress) for name, p in predictions.items()}
-    summary = arms.training_summary(store)
-    results = {"profile": cfg.profile, "eval_examples": len(records), "seed": cfg.seed, "train_seeds": cfg.train_seeds,
-               "bootstrap_resamples": cfg.bootstrap_resamples, "arms": {}, "comparisons": {}, "ab": {}}
-    for name in models:
-        results["arms"][name] = {"figures": {k: v for k, v in sorted(figures_of(cfg, predictions[name], values[name]).items(),
-                                                                      key=lambda kv: FIGURE_ORDER.index(kv[0]))},
-                                 **R.training_counts(summary.get(name), cfg.train_seeds if name != BASE else [])}
-    for x, y in HEADLINE:
-        if x in models and y in models:
-            results["comparisons"][f"{x} - {y}"] = paired(cfg, predictions[x], predictions[y], values[x], values[y])
-    for x, y in cfg.ab_comparisons:
-        results["ab"][f"{x} vs {y}"] = ab_judge(cfg, store, judge, predictions[x], predictions[y], progress)
-    results["sweep"] = sweep(cfg, store, records, emb, results, progress)
-    R.write_results(store, results)
     write_json(store.path("05_evaluate", "per_example.json"), values)
+    return values
+
+
+def intervals(cfg, store, predictions: dict, values: dict) -> dict:
+    """Step 3. Per model, every figure as [point, low, high], resampling the examples and the training seeds, with
+    what its trainer consumed."""
+    summary = arms.training_summary(store)
+    return {name: {"figures": dict(sorted(figures_of(cfg, predictions[name], values[name]).items(),
+                                          key=lambda kv: FIGURE_ORDER.index(kv[0]))),
+                   **R.training_counts(summary.get(name), cfg.train_seeds if name != BASE else [])}
+            for name in predictions}
+
+
+def differences(cfg, predictions: dict, values: dict) -> dict:
+    """Step 4. The headline comparisons, A minus B paired on the same resamples, with the smallest difference the
+    run could have detected."""
+    return {f"{x} - {y}": paired(cfg, predictions[x], predictions[y], values[x], values[y])
+            for x, y in HEADLINE if x in predictions and y in predictions}
+
+
+@STAGE.step
+def ab_verdicts(cfg, store, predictions: dict, progress: bool = True) -> dict:
+    """Step 5. The pairwise A/B judge on every pair of `ab_pairs`, both orders, seed by seed."""
+    pairs = cfg.ab_comparisons
+    judge = judging.make_judge(cfg) if pairs else None
+    return {f"{x} vs {y}": ab_judge(cfg, store, judge, predictions[x], predictions[y], progress) for x, y in pairs}
+
+
+@STAGE.step
+def sweep_points(cfg, store, arm_figures: dict, progress: bool = True) -> list[dict]:
+    """Step 6. The quantity-quality sweep: every sweep adapter of 04 scored like the arms (empty in `tiny`)."""
+    return sweep(cfg, store, eval_records(cfg, store), embedder(cfg, store), {"arms": arm_figures}, progress)
+
+
+@STAGE.step
+def write_results(cfg, store, arm_figures: dict, comparisons: dict, ab: dict, sweep_rows: list[dict]) -> dict:
+    """Steps 1-6, recorded: results.json, results.csv and results.md."""
+    results = {"profile": cfg.profile, "eval_examples": len(eval_records(cfg, store)), "seed": cfg.seed,
+               "train_seeds": cfg.train_seeds, "bootstrap_resamples": cfg.bootstrap_resamples, "arms": arm_figures,
+               "comparisons": comparisons, "ab": ab, "sweep": sweep_rows}
+    R.write_results(store, results)
     return results
+
+
+def run_stage(cfg, store, progress: bool = True) -> dict:
+    """The steps in order, as notebook 05 takes them; returns results.json's content."""
+    predictions = answer(cfg, store, progress)
+    values = score_answers(cfg, store, predictions, progress)
+    arm_figures = intervals(cfg, store, predictions, values)
+    return write_results(cfg, store, arm_figures, differences(cfg, predictions, values),
+                         ab_verdicts(cfg, store, predictions, progress),
+                         sweep_points(cfg, store, arm_figures, progress))
 
 
 def ab_judge(cfg, store, judge, x: list[list[dict]], y: list[list[dict]], progress: bool = True) -> dict:

@@ -239,6 +239,8 @@ def sample_example(rounds: list[tuple[str, str]], rng: random.Random, max_k: int
 
 def build_examples(generations: list[dict], seed: int, max_k: int, authors_target: str, law: str = "uniform"
                    ) -> list[dict]:
+    """Step 3, turn sampling: one training example from every dialogue that leaves one (`sample_example`), with a
+    random generator seeded by the run's seed, the seed record and the pass."""
     examples = []
     for g in generations:
         rng = random.Random(f"{seed}:{g['seed_id']}:{g['pass']}")  # independent of processing order
@@ -271,30 +273,40 @@ def generator(cfg):
 
 # -- the stage --------------------------------------------------------------------------------------------------
 
-def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
-    """Generate, parse and sample; write generations.jsonl, examples.jsonl and summary.json."""
+def seeds_for(cfg, store) -> list[dict]:
+    """The ED training records the generator is seeded with (the first `gen_max_seeds`, when set)."""
     seeds = store.read("00_data", "train.jsonl")
-    if cfg.gen_max_seeds:
-        seeds = seeds[: cfg.gen_max_seeds]
-    planned = generation_requests(seeds, cfg)
-    cache_file = JsonlCache(store.work_dir("01_generate") / "generations.cache.jsonl")
-    backend = backend or generator(cfg)
-    stats = backend.generate([r for _, _, r in planned], cache_file, progress=progress, desc="generating")
+    return seeds[: cfg.gen_max_seeds] if cfg.gen_max_seeds else seeds
 
+
+@STAGE.step
+def generate_dialogues(cfg, store, backend=None, progress: bool = True) -> tuple[list[dict], dict]:
+    """Step 1. The generator writes a new dialogue for every seed, `passes` times; outputs are cached as each batch
+    finishes, so a killed run resumes. Returns (one raw output per seed and pass, throughput)."""
+    planned = generation_requests(seeds_for(cfg, store), cfg)
+    cache = JsonlCache(store.work_dir("01_generate") / "generations.cache.jsonl")
+    stats = (backend or generator(cfg)).generate([r for _, _, r in planned], cache, progress=progress,
+                                                 desc="generating")
+    return [{"seed_id": rec["id"], "pass": n_pass, "emotion": rec["emotion"], "raw": req.prefill + cache[req.key]["text"],
+             "finished": cache[req.key]["finished"]} for rec, n_pass, req in planned], stats
+
+
+def parse_outputs(outputs: list[dict], format_example: bool, parser: str, law: str) -> list[dict]:
+    """Step 2. Every raw output read as (context, response) rounds, with its status (`parse_generation`); under
+    the uniform law a one-round dialogue leaves no example (status one_round)."""
     generations = []
-    for rec, n_pass, req in planned:
-        out = cache_file[req.key]
-        raw = req.prefill + out["text"]
-        rounds, status = parse_generation(raw, out["finished"], cfg.format_example, cfg.parser)
-        if status == "ok" and len(rounds) < 2 and cfg.turn_sampling == "uniform":
+    for out in outputs:
+        rounds, status = parse_generation(out["raw"], out["finished"], format_example, parser)
+        if status == "ok" and len(rounds) < 2 and law == "uniform":
             status = "one_round"  # parsed, but this law needs a round after the kept ones
-        generations.append({"seed_id": rec["id"], "pass": n_pass, "emotion": rec["emotion"], "raw": raw,
-                            "finished": out["finished"], "rounds": [list(r) for r in rounds], "status": status})
-    examples = build_examples(generations, cfg.seed, cfg.max_k, cfg.authors_target, cfg.turn_sampling)
-    write_jsonl(store.path("01_generate", "generations.jsonl"), generations)
-    write_jsonl(store.path("01_generate", "examples.jsonl"), examples)
-    summary = {
-        "seeds": len(seeds), "passes": cfg.passes, "generations": len(generations), "examples": len(examples),
+        generations.append({**out, "rounds": [list(r) for r in rounds], "status": status})
+    return generations
+
+
+def summarize(cfg, n_seeds: int, generations: list[dict], examples: list[dict]) -> dict:
+    """summary.json: counts, parse rate, rounds, the k drawn, the switches, and both parsers on the same outputs."""
+    return {
+        "seeds": n_seeds, "passes": cfg.passes, "generations": len(generations), "examples": len(examples),
         "status": dict(Counter(g["status"] for g in generations)),
         "parse_rate": round(sum(bool(g["rounds"]) for g in generations) / max(len(generations), 1), 4),
         "mean_rounds": round(sum(len(g["rounds"]) for g in generations) / max(len(generations), 1), 3),
@@ -303,5 +315,22 @@ def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
         "parser": cfg.parser, "turn_sampling": cfg.turn_sampling,
         "pairs_by_parser": pairs_by_parser(generations),
     }
+
+
+@STAGE.step
+def write_outputs(store, generations: list[dict], examples: list[dict], summary: dict) -> dict:
+    """Steps 1-3, recorded: generations.jsonl, examples.jsonl (what 02 reads) and summary.json."""
+    write_jsonl(store.path("01_generate", "generations.jsonl"), generations)
+    write_jsonl(store.path("01_generate", "examples.jsonl"), examples)
     write_json(store.path("01_generate", "summary.json"), summary)
+    return summary
+
+
+def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
+    """The steps in order, as notebook 01 takes them: summary.json's content and the throughput."""
+    outputs, stats = generate_dialogues(cfg, store, backend, progress)
+    generations = parse_outputs(outputs, cfg.format_example, cfg.parser, cfg.turn_sampling)
+    examples = build_examples(generations, cfg.seed, cfg.max_k, cfg.authors_target, cfg.turn_sampling)
+    summary = write_outputs(store, generations, examples,
+                            summarize(cfg, len(seeds_for(cfg, store)), generations, examples))
     return {**summary, "throughput": stats}

@@ -1,12 +1,17 @@
-"""Every figure the notebooks draw, in one style. Each function saves a PNG and returns the figure."""
+"""Every figure the notebooks draw, in one style. Each function saves a PNG and returns the figure. And `source`,
+which shows a method step's code where a notebook teaches it."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless under papermill and CI; Jupyter's inline backend still displays figures
+# matplotlib's category axis logs at INFO each time it is given strings such as "1", "2": here they are categories
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -14,6 +19,14 @@ from .store import STAGES  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 PNG_META = {"Software": None}  # no version string in the file: the same run gives the same bytes
+
+
+def source(*steps):
+    """The code of method steps as the package runs it, for the notebook cell that teaches them: read from the
+    package itself, so what the reader sees is what the runner executes (no copy to drift)."""
+    from IPython.display import Code
+
+    return Code("\n\n".join(inspect.getsource(inspect.unwrap(f)).rstrip() for f in steps), language="python")
 
 
 def save(fig, path: str | Path):

@@ -1,10 +1,13 @@
-"""What the terminal shows while the runner executes a stage's notebook.
+"""What the terminal shows while a stage runs, and what stays off a notebook's page.
 
-The stages' progress bars (generation, discriminator answers, judge, training steps, evaluation) are tqdm bars
-inside the notebook's kernel, where JupyterLab shows them under their cell. papermill hands the runner every
-piece of the kernel's stderr as it arrives, and announces each cell; `StageProgress` turns those into what a user
-needs to tell a slow stage from a hung one: the cell being executed and the latest state of each bar, with its
-counts and ETA.
+The stages' progress bars (generation, discriminator answers, judge, training steps, evaluation), their library
+logs and warnings are written while a step runs, and a step runs inside `off_the_page()`: they go to the terminal,
+not into the cell, whose reader sees the step's result (lib/terminal.py). Under the runner "the terminal" is a feed
+file that the runner reads as it grows (`shown`, PROGRESS_ENV); in JupyterLab it is the terminal that started it.
+
+papermill announces each cell to the runner, and `StageProgress` turns cells and feed into what a user needs to
+tell a slow stage from a hung one: the cell being executed and the latest state of each bar, with its counts and
+ETA.
 
 - On a terminal: one status line, redrawn in place.
 - In a log file (CI, `| tee`): plain lines, never a carriage return: one per cell, and per bar one when it starts,
@@ -14,11 +17,16 @@ counts and ETA.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
+
+from .lib.terminal import PROGRESS_ENV
 
 # tqdm's text form: "desc:  45%|████▌     | 90/200 [00:30<00:37,  2.9it/s]" (desc and rate optional),
 # or without a known total "desc: 12prompt [00:04,  2.9prompt/s]"
@@ -100,16 +108,55 @@ class StageProgress(logging.Handler):
 
 
 @contextmanager
-def shown(label: str, cells: int, stream=None):
-    """papermill's log, while the block runs, goes to a StageProgress only (not to the root logger's handlers)."""
+def shown(label: str, cells: int, stream=None, feed: str | os.PathLike | None = None):
+    """papermill's log, while the block runs, goes to a StageProgress only (not to the root logger's handlers);
+    with `feed`, so does what the kernel's steps write to the terminal (PROGRESS_ENV names the file to them)."""
     logger = logging.getLogger("papermill")
     handler = StageProgress(label, cells, stream)
-    saved = logger.propagate, logger.level
+    saved = logger.propagate, logger.level, os.environ.get(PROGRESS_ENV)
     logger.addHandler(handler)
     logger.propagate, logger.level = False, logging.INFO
+    reader = _FeedReader(Path(feed), handler) if feed else None
+    if reader:
+        os.environ[PROGRESS_ENV] = str(feed)
     try:
         yield handler
     finally:
+        if reader:
+            reader.stop()
         handler.finish()
         logger.removeHandler(handler)
-        logger.propagate, logger.level = saved
+        logger.propagate, logger.level = saved[:2]
+        if saved[2] is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = saved[2]
+
+
+class _FeedReader(threading.Thread):
+    """Reads the feed file as the kernel appends to it, and hands each piece to the StageProgress."""
+
+    def __init__(self, path: Path, handler: StageProgress, poll: float = 0.2):
+        super().__init__(daemon=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("", encoding="utf-8")
+        self.path, self.handler, self.poll, self.done = path, handler, poll, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            rest = ""
+            while True:
+                finished = self.done.is_set()  # read once more after the kernel's last write
+                rest += f.read()
+                *pieces, rest = re.split(r"[\r\n]", rest)
+                for piece in pieces:
+                    if piece.strip():
+                        self.handler.on_text(piece.strip())
+                if finished:
+                    return
+                self.done.wait(self.poll)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(10)

@@ -10,6 +10,7 @@ how far its scores can be trusted.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -18,10 +19,10 @@ from .lib.authors import texts_for
 from .lib.backends import Request, Sampling, derived_seed, make_backend
 from .lib.dialogue import chat_pairs, prompts
 from .lib.embedding import embedder
-from .lib.judging import CRITERIA  # noqa: F401 - notebook 02 plots the judge's criteria
+from .lib.judging import CRITERIA, sanity_verdict, scores_from_logits  # noqa: F401 - notebook 02 shows them
 from .lib.selection import select_quality, similarity
 from .lib.stage import Stage
-from .store import JsonlCache, read_json, write_json, write_jsonl
+from .store import JsonlCache, read_json, read_jsonl, write_json, write_jsonl
 
 STAGE = Stage("02_quality")
 DISCRIMINATOR = "discriminator"
@@ -44,8 +45,10 @@ def discriminator_requests(examples: list[dict], cfg, model_id: str) -> list[Req
                          derived_seed(cfg.seed, "disc", ex["id"])) for ex in examples]
 
 
+@STAGE.step
 def train_discriminator(cfg, store) -> str:
-    """Train M_D on the profile's ED training records (or use `disc_checkpoint`); returns a loadable spec."""
+    """Step 1. M_D: the base model fine-tuned on the profile's ED training records alone (or `disc_checkpoint`);
+    returns a loadable spec. Training resumes from its last checkpoint after a crash."""
     if cfg.disc_checkpoint:
         return cfg.disc_checkpoint
     # with chat input exactly the `ed` arm of 04_finetune (same data, settings and seed), which reuses it
@@ -58,46 +61,84 @@ def train_discriminator(cfg, store) -> str:
     return str(out)
 
 
-def score(cfg, store, disc_spec: str, progress: bool = True) -> list[dict]:
-    """M_D answers every synthetic prompt; returns the scored rows."""
+def training_losses(disc_spec: str) -> list[dict]:
+    """M_D's training log, a row per step: its loss, and the held-out loss where it was evaluated."""
+    log_path = Path(disc_spec) / "training_log.json"
+    rows: dict[int, dict] = {}
+    for h in read_json(log_path) if log_path.exists() else []:
+        row = rows.setdefault(h["step"], {"step": h["step"]})
+        row.update({k: round(h[k], 4) for k in ("loss", "eval_loss") if k in h})
+    return list(rows.values())
+
+
+@STAGE.step
+def discriminator_answers(cfg, store, disc_spec: str, progress: bool = True) -> list[dict]:
+    """Step 2. M_D answers every synthetic prompt (the authors' sampling); answers are cached as they arrive.
+    Returns the synthetic examples, each with M_D's reply under "discriminator"."""
     examples = store.read("01_generate", "examples.jsonl")
     requests = discriminator_requests(examples, cfg, sft.model_identity(disc_spec))
     cache = JsonlCache(store.work_dir("02_quality") / "discriminator.cache.jsonl")
     backend = make_backend(cfg, disc_spec, cfg.disc_endpoints or None)
     backend.generate(requests, cache, progress=progress, desc="discriminator answering")
-    answers = [cache[r.key]["text"].strip() for r in requests]
+    return [{**ex, "discriminator": cache[r.key]["text"].strip()} for ex, r in zip(examples, requests)]
+
+
+@STAGE.step
+def embed_replies(cfg, store, answered: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3a. (E_G, E_D): unit-norm embeddings of the synthetic replies and of M_D's replies, a row per example
+    (cached in the run: a rerun loads no model)."""
     emb = embedder(cfg, store)
-    sims = similarity(emb.encode([ex["output"] for ex in examples]), emb.encode(answers))
+    return emb.encode([r["output"] for r in answered]), emb.encode([r["discriminator"] for r in answered])
+
+
+def score(answered: list[dict], e_g: np.ndarray, e_d: np.ndarray) -> list[dict]:
+    """Step 3b. S = 100 cos(E_D, E_G) for every example: the rows of scored.jsonl."""
     return [{"id": ex["id"], "instruction": ex["instruction"], "history": ex["history"], "output": ex["output"],
-             "discriminator": ans, "similarity": float(s), "k": ex["k"], "emotion": ex["emotion"]}
-            for ex, ans, s in zip(examples, answers, sims)]
+             "discriminator": ex["discriminator"], "similarity": float(s), "k": ex["k"], "emotion": ex["emotion"]}
+            for ex, s in zip(answered, similarity(e_g, e_d))]
 
 
-def select(cfg, store, disc: str, scored: list[dict]) -> tuple[list[dict], dict]:
-    """Keep S >= T; write scored.jsonl, selected.jsonl and summary.json; return the kept rows and the summary."""
-    selected = select_quality(scored, cfg.threshold, cfg.similarity_cut)
-    if not selected:
-        best = max((r["similarity"] for r in scored), default=None)
-        raise ValueError(f"threshold {cfg.threshold}: keeps none of the {len(scored)} synthetic examples "
-                         f"(highest S = {best}); lower `threshold` (the paper uses 50 or 60)")
-    write_jsonl(store.path("02_quality", "scored.jsonl"), scored)
-    write_jsonl(store.path("02_quality", "selected.jsonl"), selected)
+def cut(scored: list[dict], threshold: float, rule: str = "exact") -> tuple[list[dict], list[dict]]:
+    """Step 4. (kept, dropped) at threshold T: kept when S >= T (select_quality)."""
+    kept = select_quality(scored, threshold, rule)
+    ids = {r["id"] for r in kept}
+    return kept, [r for r in scored if r["id"] not in ids]
+
+
+def selection_summary(scored: list[dict], threshold: float, rule: str, discriminator: str) -> dict:
+    """How many S >= T keeps, at this T and at the paper's two, and the histogram of S in bins of 10."""
     sims = [r["similarity"] for r in scored]
-    summary = {
-        "discriminator": disc if cfg.disc_checkpoint else DISCRIMINATOR, "threshold": cfg.threshold,
-        "examples": len(scored), "selected": len(selected),
-        "kept_share": round(len(selected) / max(len(scored), 1), 4),
-        "kept_at": {f"{t:g}": len(select_quality(scored, t, cfg.similarity_cut))
-                    for t in sorted({50.0, 60.0, cfg.threshold})},
+    kept = select_quality(scored, threshold, rule)
+    return {
+        "discriminator": discriminator, "threshold": threshold,
+        "examples": len(scored), "selected": len(kept), "kept_share": round(len(kept) / max(len(scored), 1), 4),
+        "kept_at": {f"{t:g}": len(select_quality(scored, t, rule)) for t in sorted({50.0, 60.0, threshold})},
         "similarity_mean": round(float(np.mean(sims)), 3) if sims else None,
         "histogram": dict(sorted(Counter(int(min(max(s, 0), 99.999) // 10) * 10 for s in sims).items())),
     }
+
+
+@STAGE.step
+def write_selection(store, scored: list[dict], threshold: float, rule: str = "exact",
+                    discriminator: str = DISCRIMINATOR) -> dict:
+    """Step 4, recorded: scored.jsonl, selected.jsonl (S >= T, what 03 reads) and summary.json; returns the
+    summary. A T that keeps nothing is refused before anything is written."""
+    kept, _ = cut(scored, threshold, rule)
+    if not kept:
+        best = max((r["similarity"] for r in scored), default=None)
+        raise ValueError(f"threshold {threshold}: keeps none of the {len(scored)} synthetic examples "
+                         f"(highest S = {best}); lower `threshold` (the paper uses 50 or 60)")
+    write_jsonl(store.path("02_quality", "scored.jsonl"), scored)
+    write_jsonl(store.path("02_quality", "selected.jsonl"), kept)
+    summary = selection_summary(scored, threshold, rule, discriminator)
     write_json(store.path("02_quality", "summary.json"), summary)
-    return selected, summary
+    return summary
 
 
+@STAGE.step
 def judge(cfg, store, scored: list[dict], selected_ids: set[str], progress: bool = True) -> dict:
-    """Judge every scored synthetic example (selected or not) and the sanity panel; write judge*.jsonl."""
+    """Step 5. The LLM judge scores every synthetic example (selected or not) and the sanity panel of real and
+    shuffled seed pairs; writes judge.jsonl, judge_sanity.jsonl and judge_summary.json."""
     judge_model = judging.make_judge(cfg)
     cache = JsonlCache(store.work_dir("02_quality") / "judge.cache.jsonl")
     items = [{"id": r["id"], "history": r["history"], "response": r["output"]} for r in scored]
@@ -112,13 +153,29 @@ def judge(cfg, store, scored: list[dict], selected_ids: set[str], progress: bool
     return summary
 
 
+def judge_rows(store) -> tuple[list[dict], list[dict]]:
+    """(the judge's rows for the synthetic examples, its rows for the sanity panel), as step 5 wrote them."""
+    return (read_jsonl(store.path("02_quality", "judge.jsonl")),
+            read_jsonl(store.path("02_quality", "judge_sanity.jsonl")))
+
+
+def discriminator_name(cfg, disc_spec: str) -> str:
+    return disc_spec if cfg.disc_checkpoint else DISCRIMINATOR
+
+
 def run_stage(cfg, store, progress: bool = True) -> dict:
-    """M_D, S for every synthetic example, the selection at T, and the judge: {selection, discriminator, judge,
-    verdict}, where discriminator is M_D's training record (empty when `disc_checkpoint` is used)."""
+    """The steps in order, as notebook 02 takes them: {selection, discriminator, judge, verdict}, where
+    discriminator is M_D's training record (empty when `disc_checkpoint` is used)."""
     disc = train_discriminator(cfg, store)
-    scored = score(cfg, store, disc, progress)
-    selected, selection = select(cfg, store, disc, scored)
-    judged = judge(cfg, store, scored, {r["id"] for r in selected}, progress)
-    marker = store.path("02_quality", DISCRIMINATOR) / sft.COMPLETED
-    return {"selection": selection, "discriminator": read_json(marker) if not cfg.disc_checkpoint else {},
-            "judge": judged, "verdict": judging.sanity_verdict(judged, cfg.judge_model)}
+    answered = discriminator_answers(cfg, store, disc, progress)
+    scored = score(answered, *embed_replies(cfg, store, answered))
+    selection = write_selection(store, scored, cfg.threshold, cfg.similarity_cut, discriminator_name(cfg, disc))
+    kept, _ = cut(scored, cfg.threshold, cfg.similarity_cut)
+    judged = judge(cfg, store, scored, {r["id"] for r in kept}, progress)
+    return {"selection": selection, "discriminator": training_record(cfg, disc),
+            "judge": judged, "verdict": sanity_verdict(judged, cfg.judge_model)}
+
+
+def training_record(cfg, disc_spec: str) -> dict:
+    """M_D's training record (completed.json), or {} for a given `disc_checkpoint`."""
+    return {} if cfg.disc_checkpoint else read_json(Path(disc_spec) / sft.COMPLETED)

@@ -106,13 +106,14 @@ def run(profile: str = "tiny", overrides: dict[str, Any] | list[str] | None = No
 
 
 def execute(stage: str, out: Path, parameters: dict, progress=None) -> None:
-    """Run notebooks/<stage>.ipynb into `out` with papermill, its cells and bars shown on `progress`."""
+    """Run notebooks/<stage>.ipynb into `out` with papermill, its cells and bars shown on `progress`; what its
+    steps write to the terminal is kept beside it (`out` with .log)."""
     import papermill as pm
 
     source = NOTEBOOK_DIR / f"{stage}.ipynb"
     cells = len(json.loads(source.read_text(encoding="utf-8"))["cells"]) + 1  # + papermill's parameters cell
     try:
-        with shown(stage, cells, progress):
+        with shown(stage, cells, progress, feed=out.with_suffix(".log")):
             pm.execute_notebook(str(source), str(out), parameters=parameters, cwd=str(NOTEBOOK_DIR),
                                 kernel_name="python3", progress_bar=False, log_output=True)
     except pm.PapermillExecutionError as e:

@@ -4,7 +4,7 @@ Stages talk to each other only through these files. Writes are atomic (temp file
 never leaves half a file where a finished one is expected. Resumable work (caches, checkpoints) goes to
 <stage>/_work/, which the fingerprint of a stage's outputs ignores. `manifest.json` records the config,
 package versions, per-stage fingerprints, outputs and timings. One process at a time writes a run folder: the
-runner and every notebook take `<run>/.lock` first (RunStore.lock, RunStore.hold).
+runner holds `<run>/.lock` for its whole run, a notebook only while one of its steps writes (RunStore.lock).
 
 (Over 300 lines on purpose: it is the one place where a run's files are written, read, hashed and cached, so
 that no other module opens a run file its own way; and where a run folder is locked for one process.)
@@ -219,7 +219,7 @@ class _Hold:
 
     def __init__(self, key: str, fd: int):
         self.key, self.fd, self.token, self.pid = key, fd, uuid.uuid4().hex, os.getpid()
-        self.count, self.for_life = 1, False
+        self.count = 1
 
 
 _HELD: dict[str, _Hold] = {}  # resolved lock file -> hold
@@ -257,8 +257,8 @@ def _locked_message(lock: Path, info: dict) -> str:
     exited = (f" Process {pid} has exited, but a process it started still holds the lock "
               f"(`fuser -v {lock}` names it).") if here and not _alive(pid) else ""
     return (f"run folder {folder} is in use by {info.get('owner', '?')}: pid {pid} on host {host}, started "
-            f"{since} (command: {info.get('command', '?')}).{exited} One run at a time per run folder: wait for "
-            "it to finish, or stop it (Ctrl-C in its terminal; for a notebook, Kernel > Shut Down Kernel in "
+            f"{since} (command: {info.get('command', '?')}).{exited} One writer at a time per run folder: wait for "
+            "it to finish, or stop it (Ctrl-C in its terminal; for a notebook, Kernel > Interrupt Kernel in "
             f"JupyterLab; or `kill {pid}`{'' if here else ' on ' + host}), or give this run another folder "
             "(-p run_root=DIR).")
 
@@ -273,7 +273,7 @@ def _command_line() -> str:
 
 
 def _acquire(root: Path, owner: str, inherit: bool) -> _Hold | None:
-    """Take <root>/.lock or raise RunLocked. None: not held by this process (see RunStore.hold), or no flock."""
+    """Take <root>/.lock or raise RunLocked. None: not held by this process (see RunStore.lock), or no flock."""
     root.mkdir(parents=True, exist_ok=True)
     lock = root / LOCK_FILE
     key = str(lock.resolve())
@@ -377,14 +377,15 @@ class RunStore:
 
     # one process at a time (the section above)
     @contextlib.contextmanager
-    def lock(self, owner: str) -> Iterator[None]:
+    def lock(self, owner: str, inherit: bool = False) -> Iterator[None]:
         """Hold the run folder for the block, or raise RunLocked at once, naming who holds it.
 
         `owner` says what this process is (shown to the one refused). Re-entrant within a process. While held,
-        LOCK_ENV carries the lock's token to child processes, so that the notebooks' kernels a run starts can
-        open the folder it holds (RunStore.hold). A lock left by a dead process is taken over, with a warning.
+        LOCK_ENV carries the lock's token to child processes. With `inherit` (a notebook's step), nothing is taken
+        when the run that started this process holds the folder: a run's kernels write under its lock. A lock
+        left by a dead process is taken over, with a warning.
         """
-        hold = _acquire(self.root, owner, inherit=False)
+        hold = _acquire(self.root, owner, inherit=inherit)
         previous = os.environ.get(LOCK_ENV)
         if hold is not None:
             os.environ[LOCK_ENV] = hold.token
@@ -396,19 +397,6 @@ class RunStore:
             else:
                 os.environ[LOCK_ENV] = previous
             _release(hold)
-
-    def hold(self, owner: str) -> None:
-        """Hold the run folder until this process ends (what a notebook does), or raise RunLocked.
-
-        Nothing is taken when the run that started this process holds it (its token is in LOCK_ENV), nor
-        twice by one process.
-        """
-        hold = _HELD.get(str((self.root / LOCK_FILE).resolve()))
-        if hold is not None and hold.pid == os.getpid() and hold.for_life:
-            return
-        hold = _acquire(self.root, owner, inherit=True)
-        if hold is not None:
-            hold.for_life = True
 
     # manifest
     @property

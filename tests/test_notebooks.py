@@ -1,0 +1,309 @@
+"""The notebooks as their first user runs them (issue #24): stepped through in JupyterLab, several open at once.
+
+Every test works on a copy of the reference run (conftest.py), whose caches make a notebook's steps quick:
+- the reference's executed notebooks show the method and its results, not library logs (no stderr output);
+- nbval (`pytest --nbval-lax`) runs all six notebooks, their parameters set to the copy, and the data they write
+  is byte for byte the runner's: a reader and the runner execute one path;
+- two live kernels open notebooks 02 and 03 side by side, a `run` goes ahead beside them, and while one kernel's
+  step writes, the other's step is refused with an error naming it, and nothing is lost or half-written;
+- JupyterLab in headless Chromium opens two notebooks, runs all cells of each with both kernels alive, and their
+  figures render with no cell in error.
+"""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from chain import COMPARED
+
+from synthempathy import runner
+from synthempathy.store import LOCK_FILE, STAGES, RunStore, hash_tree, read_json
+
+pytestmark = pytest.mark.slow
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DATA = lambda store, stage: {k: v for k, v in hash_tree(store.root / stage).items()  # noqa: E731
+                             if "/" not in k and not k.endswith((".png", ".md"))}
+
+
+@pytest.fixture
+def run_copy(reference, tmp_path):
+    """(overrides, store) of a copy of the reference run, its figures kept in the test's folder."""
+    import shutil
+
+    overrides, ref_store, _, _ = reference
+    root = tmp_path / "runs"
+    shutil.copytree(ref_store.root, root / ref_store.root.name, ignore=shutil.ignore_patterns(LOCK_FILE))
+    return {**overrides, "run_root": str(root), "figures_dir": str(tmp_path / "figures")}, RunStore(root / "tiny")
+
+
+def notebook_copies(folder: Path, overrides: dict, stages=STAGES) -> list[Path]:
+    """The committed notebooks, their parameters cell set to `overrides`, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for stage in stages:
+        nb = nbformat.read(runner.NOTEBOOK_DIR / f"{stage}.ipynb", as_version=4)
+        (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        params.source = f'profile = "tiny"\noverrides = {overrides!r}'
+        nbformat.write(nb, folder / f"{stage}.ipynb")
+        out.append(folder / f"{stage}.ipynb")
+    return out
+
+
+def test_the_executed_notebooks_show_results_not_logs(reference):
+    _, store, _, _ = reference
+    for stage in STAGES:
+        nb = nbformat.read(store.root / "notebooks" / f"{stage}.ipynb", as_version=4)
+        logs = [(i, "".join(o.get("text", ""))[:200]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr"]
+        assert not logs, f"{stage}: stderr in cells {logs}"
+
+
+def shown_sources(nb) -> list[tuple[str, str]]:
+    """(the `plots.source(...)` call, the code it showed) of every cell of an executed notebook that shows code."""
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.startswith("plots.source("):
+            shown = [o for o in cell.get("outputs", []) if "text/plain" in o.get("data", {})]
+            out.append((cell.source, shown[0]["data"]["text/plain"] if shown else ""))
+    return out
+
+
+def test_each_method_step_is_shown_as_the_package_runs_it(reference):
+    """The code a notebook shows where it teaches a step is the package's own, the code the runner executed; every
+    notebook of the method shows some, and 02, 03 and 05 show the steps the paper defines by an equation."""
+    import importlib
+
+    from synthempathy import plots
+
+    _, store, _, _ = reference
+    for stage in STAGES[1:]:
+        module = importlib.import_module(f"synthempathy.{stage.split('_', 1)[1]}")
+        nb = nbformat.read(store.root / "notebooks" / f"{stage}.ipynb", as_version=4)
+        calls = shown_sources(nb)
+        assert calls, f"{stage} shows no step's code"
+        for call, text in calls:
+            scope = {module.__name__.rsplit(".", 1)[1]: module, "plots": plots}
+            expected = eval(call, scope).data  # noqa: S307 - the notebook's own one-line call
+            assert text == expected, f"{stage}: {call} showed other code than the package's"
+    taught = {"02_quality": ["def similarity(", "def select_quality(", "def scores_from_logits("],
+              "03_diversity": ["def naive_kcenter_greedy(", "def kept_by_kcenter("],
+              "01_generate": ["def sample_example("], "05_evaluate": ["def corpus_metrics(", "def seeded_ci("]}
+    for stage, names in taught.items():
+        text = "".join(t for _, t in shown_sources(nbformat.read(store.root / "notebooks" / f"{stage}.ipynb", as_version=4)))
+        assert all(n in text for n in names), f"{stage} does not show {[n for n in names if n not in text]}"
+
+
+def test_nbval_runs_every_notebook_and_writes_what_the_runner_wrote(run_copy, tmp_path):
+    overrides, store = run_copy
+    before = {stage: DATA(store, stage) for stage in STAGES}
+    copies = notebook_copies(tmp_path / "notebooks", overrides)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), *map(str, copies)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert f"{len(copies)} passed" in done.stdout or "passed" in done.stdout, done.stdout[-2000:]
+    for stage in STAGES:
+        assert DATA(store, stage) == before[stage], f"{stage}: the notebook wrote other bytes than the runner"
+    for name in COMPARED:
+        assert (store.root / name).exists()
+
+
+# -- two kernels ---------------------------------------------------------------------------------------------------
+
+def run_in(client, code: str, timeout: float = 300) -> dict:
+    """Execute `code` in a kernel; (status, ename, evalue, stdout) of its reply."""
+    out = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+
+    reply = client.execute_interactive(code, timeout=timeout, output_hook=hook)["content"]
+    return {"status": reply["status"], "ename": reply.get("ename"), "evalue": reply.get("evalue", ""),
+            "stdout": "".join(out)}
+
+
+def lock_holder(store: RunStore) -> dict:
+    text = (store.root / LOCK_FILE).read_text() if (store.root / LOCK_FILE).exists() else ""
+    return json.loads(text) if text.strip() else {}
+
+
+def test_two_kernels_side_by_side_one_writer_at_a_time(run_copy):
+    from jupyter_client.manager import start_new_kernel
+
+    overrides, store = run_copy
+    opened = f"cfg, store = {{}}.STAGE.open('tiny', {overrides!r})\nimport os; print(os.getpid())"
+    kernels = [start_new_kernel(kernel_name="python3", cwd=str(runner.NOTEBOOK_DIR)) for _ in range(2)]
+    (_, a), (_, b) = kernels
+    try:
+        assert run_in(a, "from synthempathy import quality as stage\n" + opened.format("stage"))["status"] == "ok"
+        opened_b = run_in(b, "from synthempathy import diversity as stage\n" + opened.format("stage"))
+        assert opened_b["status"] == "ok", opened_b
+        pid_a = int(run_in(a, "print(os.getpid())")["stdout"])
+        assert lock_holder(store) == {}, "an open notebook holds nothing"
+
+        # a run beside both open notebooks
+        with open(os.devnull, "w") as quiet:
+            runner.run("tiny", overrides, start=3, stop=3, force=True, echo=lambda _: None, progress=quiet)
+
+        # A writes for a while; B's step is refused at once, naming A, and B's stage is left as it was
+        step_b = ("kept = store.read('02_quality', 'selected.jsonl')\n"
+                  "stage.write_selection(store, stage.stored_order(store), kept, [])")
+        before = hash_tree(store.root / "03_diversity")
+        msg_id = a.execute("stage.STAGE.step(lambda store: __import__('time').sleep(8))(store)")
+        deadline = time.time() + 30
+        while lock_holder(store).get("pid") != pid_a:
+            assert time.time() < deadline, "kernel A never took the lock"
+            time.sleep(0.1)
+        refused = run_in(b, step_b)
+        assert refused["status"] == "error" and refused["ename"] == "RunLocked", refused
+        assert f"pid {pid_a}" in refused["evalue"] and "02_quality" in refused["evalue"], refused["evalue"]
+        assert hash_tree(store.root / "03_diversity") == before, "a refused step wrote nothing"
+        reply = a.get_shell_msg(timeout=60)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = a.get_shell_msg(timeout=60)
+        assert reply["content"]["status"] == "ok"
+        assert lock_holder(store) == {}, "the step returned: the folder is free"
+        assert run_in(b, step_b)["status"] == "ok", "once A's step is done, B's goes ahead"
+    finally:
+        for km, kc in kernels:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
+
+# -- JupyterLab in a browser ----------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lab_settings(folder: Path) -> Path:
+    """JupyterLab user settings for the test: every cell in the page (no windowing), no news or update checks."""
+    for name, value in (("notebook-extension/tracker", {"windowingMode": "none"}),
+                        ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False})):
+        path = folder / "@jupyterlab" / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+    return folder
+
+
+def kernel_idle(base: str, token: str, name: str) -> bool:
+    sessions = json.loads(urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10).read())
+    return any(Path(s["path"]).name == name and s["kernel"]["execution_state"] == "idle" for s in sessions)
+
+
+def run_all_cells(page, base: str, token: str, name: str, timeout_s: float = 600) -> dict:
+    """Open notebook `name` in JupyterLab (the notebooks already open stay open, their kernels alive), Run > Run All
+    Cells, wait until every code cell has run; return what the notebook shows: outputs on stderr (errors included),
+    images loaded, code cells."""
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell", timeout=120_000)
+    deadline = time.time() + 120
+    while not kernel_idle(base, token, name):
+        assert time.time() < deadline, f"the kernel of {name} never became idle"
+        time.sleep(0.5)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    visible = "[...document.querySelectorAll('.jp-NotebookPanel')].find(p => !p.classList.contains('lm-mod-hidden'))"
+    done = f"""() => {{
+        const nb = {visible};
+        const prompts = [...nb.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent.trim());
+        return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
+    }}"""
+    page.wait_for_function(done, timeout=timeout_s * 1000)
+    shown = f"""() => {{
+        const nb = {visible};
+        return {{stderr: nb.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').length,
+                images: [...nb.querySelectorAll('.jp-RenderedImage img')].filter(i => i.complete && i.naturalWidth > 0).length,
+                cells: nb.querySelectorAll('.jp-CodeCell').length}};
+    }}"""
+    return page.evaluate(shown)
+
+
+def test_jupyterlab_runs_two_notebooks_with_both_kernels_alive(run_copy, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: JupyterLab cannot be tried in a browser here")
+    from playwright.sync_api import sync_playwright
+
+    overrides, store = run_copy
+    folder = tmp_path / "lab"
+    notebook_copies(folder, overrides, ("02_quality", "03_diversity"))
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(lab_settings(tmp_path / "settings")),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    log = open(tmp_path / "lab.log", "w")
+    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}", "--allow-root"],
+                           env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                assert lab.poll() is None and time.time() < deadline, (tmp_path / "lab.log").read_text()[-3000:]
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                first = run_all_cells(page, base, token, "02_quality.ipynb")
+                second = run_all_cells(page, base, token, "03_diversity.ipynb")
+            finally:
+                browser.close()
+        for name, shown, figures in (("02", first, 2), ("03", second, 2)):
+            assert shown["stderr"] == 0, f"notebook {name}: {shown['stderr']} output(s) in error or on stderr"
+            assert shown["images"] >= figures, f"notebook {name}: {shown}"
+        sessions = json.loads(urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10).read())
+        assert sorted(Path(s["path"]).name for s in sessions) == ["02_quality.ipynb", "03_diversity.ipynb"]
+        assert all(s["kernel"]["execution_state"] != "dead" for s in sessions), sessions
+        assert read_json(store.root / "03_diversity" / "metrics.json")["kept"] > 0
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(30)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+        log.close()
+
+
+def test_make_lab_starts_as_this_user(tmp_path):
+    """`make lab` as a container's usual user (root) starts JupyterLab on 127.0.0.1 and serves the notebooks."""
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    log = open(tmp_path / "lab.log", "w")
+    lab = subprocess.Popen(["make", "-s", "lab", f"LAB_ARGS=--no-browser --port={port} --IdentityProvider.token={token}"],
+                           cwd=runner.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                listing = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}",
+                                                            timeout=2).read())
+                break
+            except OSError:
+                assert lab.poll() is None and time.time() < deadline, (tmp_path / "lab.log").read_text()[-3000:]
+                time.sleep(0.5)
+        assert {f"{s}.ipynb" for s in STAGES} <= {item["name"] for item in listing["content"]}
+    finally:
+        os.killpg(lab.pid, 15)
+        try:
+            lab.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, 9)
+        log.close()
