@@ -143,12 +143,12 @@ def test_two_kernels_side_by_side_one_writer_at_a_time(run_copy):
     from jupyter_client.manager import start_new_kernel
 
     overrides, store = run_copy
-    opened = f"cfg, store = {{}}.STAGE.open('tiny', {overrides!r})\nimport os; print(os.getpid())"
+    opened = f"cfg, store = stage.STAGE.open('tiny', {overrides!r})\nimport os"
     kernels = [start_new_kernel(kernel_name="python3", cwd=str(runner.NOTEBOOK_DIR)) for _ in range(2)]
     (_, a), (_, b) = kernels
     try:
-        assert run_in(a, "from synthempathy import quality as stage\n" + opened.format("stage"))["status"] == "ok"
-        opened_b = run_in(b, "from synthempathy import diversity as stage\n" + opened.format("stage"))
+        assert run_in(a, "from synthempathy import quality as stage\n" + opened)["status"] == "ok"
+        opened_b = run_in(b, "from synthempathy import diversity as stage\n" + opened)
         assert opened_b["status"] == "ok", opened_b
         pid_a = int(run_in(a, "print(os.getpid())")["stdout"])
         assert lock_holder(store) == {}, "an open notebook holds nothing"
@@ -226,7 +226,8 @@ def run_all_cells(page, base: str, token: str, name: str, timeout_s: float = 600
     page.wait_for_function(done, timeout=timeout_s * 1000)
     shown = f"""() => {{
         const nb = {visible};
-        return {{stderr: nb.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').length,
+        const stderr = [...nb.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')];
+        return {{stderr: stderr.length, texts: stderr.map(o => o.textContent.slice(0, 300)),
                 images: [...nb.querySelectorAll('.jp-RenderedImage img')].filter(i => i.complete && i.naturalWidth > 0).length,
                 cells: nb.querySelectorAll('.jp-CodeCell').length}};
     }}"""
@@ -267,7 +268,7 @@ def test_jupyterlab_runs_two_notebooks_with_both_kernels_alive(run_copy, tmp_pat
             finally:
                 browser.close()
         for name, shown, figures in (("02", first, 2), ("03", second, 2)):
-            assert shown["stderr"] == 0, f"notebook {name}: {shown['stderr']} output(s) in error or on stderr"
+            assert shown["stderr"] == 0, f"notebook {name}: output(s) in error or on stderr: {shown['texts']}"
             assert shown["images"] >= figures, f"notebook {name}: {shown}"
         sessions = json.loads(urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10).read())
         assert sorted(Path(s["path"]).name for s in sessions) == ["02_quality.ipynb", "03_diversity.ipynb"]

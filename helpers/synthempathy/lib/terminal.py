@@ -26,6 +26,8 @@ def terminal():
             _terminal = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115 - kept for the process
         elif (fd := getattr(sys.stderr, "_original_stdstream_copy", None)) is not None:  # ipykernel's copy
             _terminal = open(os.dup(fd), "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        elif "ipykernel" in sys.modules and sys.__stderr__ is not None and sys.stderr is not sys.__stderr__:
+            _terminal = sys.__stderr__  # a kernel that does not capture its file descriptors (under pytest, say)
     return _terminal
 
 
