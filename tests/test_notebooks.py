@@ -176,6 +176,14 @@ def test_two_kernels_side_by_side_one_writer_at_a_time(run_copy):
         assert reply["content"]["status"] == "ok"
         assert lock_holder(store) == {}, "the step returned: the folder is free"
         assert run_in(b, step_b)["status"] == "ok", "once A's step is done, B's goes ahead"
+
+        # B's selection (every quality-kept example) is not the profile's: the runner notices and reruns stage 03
+        assert hash_tree(store.root / "03_diversity") != before
+        lines = []
+        with open(os.devnull, "w") as quiet:
+            runner.run("tiny", overrides, start=3, stop=3, echo=lines.append, progress=quiet)
+        assert any("03_diversity: done in" in ln for ln in lines), lines
+        assert hash_tree(store.root / "03_diversity") == before, "the profile's selection is back"
     finally:
         for km, kc in kernels:
             kc.stop_channels()
