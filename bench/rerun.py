@@ -6,7 +6,7 @@
 Both sides start from the same finished run, copied to a temporary folder, and are timed on this machine one after
 the other:
 - the cell: notebook 02's cut at a new T (read the scores, `quality.cut`, redraw the histogram), and notebook 03's cut
-  at a new ratio (read the stored order, `diversity.cut`, recolour the stored UMAP map), in this process, no model;
+  at a new ratio (read the stored order, `diversity.diverse_split`, recolour the stored UMAP map), in this process, no model;
 - the stage: `run --from 02 --to 02 -p threshold=T` (and 03 with `kcenter_ratio`), what a new value took before the
   steps were cells: a fresh kernel and every step of the stage, from its caches (M_D, answers, embeddings, judge).
 Prints each time and the ratio stage / cell (goal: >= 20x for T), with the CPU's flags.
@@ -56,7 +56,7 @@ def cell_ratio(store: RunStore, ratio: float, figures: Path) -> None:
     import numpy as np
 
     kept = store.read("02_quality", "selected.jsonl")
-    d_a, _ = diversity.cut(kept, diversity.stored_order(store), ratio)
+    d_a, _ = diversity.diverse_split(kept, diversity.stored_order(store), ratio)
     groups = diversity.map_groups(store, kept, d_a)
     coords = np.load(store.path("03_diversity", "umap.npy"))
     plots.umap_maps(coords, groups["groups"], groups["emotions"], "rerun", figures / "03_umap.png")

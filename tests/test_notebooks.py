@@ -31,8 +31,11 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-DATA = lambda store, stage: {k: v for k, v in hash_tree(store.root / stage).items()  # noqa: E731
-                             if "/" not in k and not k.endswith((".png", ".md"))}
+
+
+def data_outputs(store: RunStore, stage: str) -> dict[str, str]:
+    """{file: sha256} of a stage's own data files (its top level, figures and model cards aside)."""
+    return {k: v for k, v in hash_tree(store.root / stage).items() if "/" not in k and not k.endswith((".png", ".md"))}
 
 
 @pytest.fixture
@@ -105,16 +108,16 @@ def test_each_method_step_is_shown_as_the_package_runs_it(reference):
 
 def test_nbval_runs_every_notebook_and_writes_what_the_runner_wrote(run_copy, tmp_path):
     overrides, store = run_copy
-    before = {stage: DATA(store, stage) for stage in STAGES}
+    before = {stage: data_outputs(store, stage) for stage in STAGES}
     copies = notebook_copies(tmp_path / "notebooks", overrides)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
                            "--rootdir", str(tmp_path), *map(str, copies)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert f"{len(copies)} passed" in done.stdout or "passed" in done.stdout, done.stdout[-2000:]
+    assert "passed" in done.stdout, done.stdout[-2000:]  # nbval counts cells, not notebooks
     for stage in STAGES:
-        assert DATA(store, stage) == before[stage], f"{stage}: the notebook wrote other bytes than the runner"
+        assert data_outputs(store, stage) == before[stage], f"{stage}: the notebook wrote other bytes than the runner"
     for name in COMPARED:
         assert (store.root / name).exists()
 

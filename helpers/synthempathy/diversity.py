@@ -13,14 +13,13 @@ from .lib.dialogue import transcript
 from .lib.embedding import embedder
 from .lib.judging import CRITERIA
 from .lib.kcenter import coverage_curve, kcenter_greedy, naive_kcenter_greedy  # noqa: F401 - notebook 03 shows it
-from .lib.selection import example_text, kept_by_kcenter
+from .lib.selection import diverse_split, example_text, kept_by_kcenter  # noqa: F401 - notebook 03 shows it
 from .lib.set_diversity import set_metrics
 from .lib.stage import Stage
 from .store import hash_bytes, read_json, write_json, write_jsonl, write_npy, write_text
 
 STAGE = Stage("03_diversity")
 COVERAGE_RATIOS = tuple(round(r, 2) for r in np.arange(0.05, 1.0001, 0.05))
-GROUPS = ("seed", "all synthetic", "quality-kept", "D_a (diversity-kept)", "D_d (discarded)")
 
 
 def seed_text(record: dict) -> str:
@@ -46,18 +45,9 @@ def greedy_order(x: np.ndarray, seed: int) -> list[int]:
     return kcenter_greedy(x, k=len(x), seed=seed)
 
 
-def cut(kept: list[dict], order: list[int], ratio: float, bookkeeping: str = "project") -> tuple[list[dict], list[dict]]:
-    """Step 3. (D_a, D_d) at `ratio`: D_a is a prefix of the greedy order (kept_by_kcenter), in selection order,
-    each with its rank; D_d the rest, in their original order."""
-    chosen = kept_by_kcenter(order, ratio, bookkeeping)
-    d_a = [{**kept[i], "kcenter_rank": r} for r, i in enumerate(chosen)]
-    d_d = [kept[i] for i in range(len(kept)) if i not in set(chosen)]
-    return d_a, d_d
-
-
 @STAGE.step
 def write_selection(store, order: list[int], d_a: list[dict], d_d: list[dict]) -> None:
-    """Step 3, recorded: the order, D_a (selected.jsonl, what the training arms read) and D_d (discarded.jsonl)."""
+    """Step 3 (the cut at the ratio is `diverse_split`), recorded: the order, D_a (selected.jsonl, what the training arms read) and D_d (discarded.jsonl)."""
     write_json(store.path("03_diversity", "order.json"), order)
     write_jsonl(store.path("03_diversity", "selected.jsonl"), d_a)
     write_jsonl(store.path("03_diversity", "discarded.jsonl"), d_d)
@@ -145,7 +135,7 @@ def run_stage(cfg, store) -> dict:
     kept = store.read("02_quality", "selected.jsonl")
     x = embed(cfg, store, kept)
     order = greedy_order(x, cfg.seed)
-    d_a, d_d = cut(kept, order, cfg.kcenter_ratio, cfg.kcenter_bookkeeping)
+    d_a, d_d = diverse_split(kept, order, cfg.kcenter_ratio, cfg.kcenter_bookkeeping)
     write_selection(store, order, d_a, d_d)
     metrics = write_metrics(store, cfg.kcenter_ratio, cfg.kcenter_bookkeeping, d_a, d_d,
                             set_table(cfg, store, kept, d_a, x), coverage(x, order))

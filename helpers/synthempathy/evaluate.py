@@ -21,7 +21,7 @@ from .lib.backends import Request, Sampling, make_backend
 from .lib.bootstrap import DETECTABLE_Z, seeded_ci  # noqa: F401 - notebook 05 shows them
 from .lib.dialogue import chat_pairs
 from .lib.embedding import Embedder, embedder
-from .lib.judging import CRITERIA
+from .lib.judging import CRITERIA, make_judge
 from .lib.metrics import corpus_metrics, embedding_cosines  # noqa: F401 - notebook 05 shows them
 from .lib.stage import Stage
 from .store import JsonlCache, write_json, write_jsonl
@@ -127,10 +127,10 @@ def answer(cfg, store, progress: bool = True) -> dict[str, list[list[dict]]]:
 
 
 @STAGE.step
-def score_answers(cfg, store, predictions: dict, progress: bool = True) -> dict:
-    """Step 2. Per example, per seed: the embedding cosine to the gold reply and the judge's expected scores
+def score_answers(cfg, store, predictions: dict, judge, progress: bool = True) -> dict:
+    """Step 2. Per example, per seed: the embedding cosine to the gold reply and the `judge`'s expected scores
     ({name: {figure: rows}}, written to per_example.json); BLEU, Dist, ROUGE and F1 are corpus figures (step 3)."""
-    emb, judge = embedder(cfg, store), judging.make_judge(cfg)
+    emb = embedder(cfg, store)
     judge_cache = JsonlCache(store.work_dir("05_evaluate") / "judge.cache.jsonl")
     values = {name: per_example(cfg, p, emb, judge, judge_cache, progress) for name, p in predictions.items()}
     write_json(store.path("05_evaluate", "per_example.json"), values)
@@ -155,11 +155,10 @@ def differences(cfg, predictions: dict, values: dict) -> dict:
 
 
 @STAGE.step
-def ab_verdicts(cfg, store, predictions: dict, progress: bool = True) -> dict:
-    """Step 5. The pairwise A/B judge on every pair of `ab_pairs`, both orders, seed by seed."""
-    pairs = cfg.ab_comparisons
-    judge = judging.make_judge(cfg) if pairs else None
-    return {f"{x} vs {y}": ab_judge(cfg, store, judge, predictions[x], predictions[y], progress) for x, y in pairs}
+def ab_verdicts(cfg, store, predictions: dict, judge, progress: bool = True) -> dict:
+    """Step 5. The pairwise A/B `judge` on every pair of `ab_pairs`, both orders, seed by seed."""
+    return {f"{x} vs {y}": ab_judge(cfg, store, judge, predictions[x], predictions[y], progress)
+            for x, y in cfg.ab_comparisons}
 
 
 @STAGE.step
@@ -181,10 +180,11 @@ def write_results(cfg, store, arm_figures: dict, comparisons: dict, ab: dict, sw
 def run_stage(cfg, store, progress: bool = True) -> dict:
     """The steps in order, as notebook 05 takes them; returns results.json's content."""
     predictions = answer(cfg, store, progress)
-    values = score_answers(cfg, store, predictions, progress)
+    judge = make_judge(cfg)  # one judge for both steps: an in-process model is loaded once, when first asked
+    values = score_answers(cfg, store, predictions, judge, progress)
     arm_figures = intervals(cfg, store, predictions, values)
     return write_results(cfg, store, arm_figures, differences(cfg, predictions, values),
-                         ab_verdicts(cfg, store, predictions, progress),
+                         ab_verdicts(cfg, store, predictions, judge, progress),
                          sweep_points(cfg, store, arm_figures, progress))
 
 

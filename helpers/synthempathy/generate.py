@@ -303,10 +303,11 @@ def parse_outputs(outputs: list[dict], format_example: bool, parser: str, law: s
     return generations
 
 
-def summarize(cfg, n_seeds: int, generations: list[dict], examples: list[dict]) -> dict:
+def summarize(cfg, generations: list[dict], examples: list[dict]) -> dict:
     """summary.json: counts, parse rate, rounds, the k drawn, the switches, and both parsers on the same outputs."""
     return {
-        "seeds": n_seeds, "passes": cfg.passes, "generations": len(generations), "examples": len(examples),
+        "seeds": len({g["seed_id"] for g in generations}),  # every seed has one generation per pass
+        "passes": cfg.passes, "generations": len(generations), "examples": len(examples),
         "status": dict(Counter(g["status"] for g in generations)),
         "parse_rate": round(sum(bool(g["rounds"]) for g in generations) / max(len(generations), 1), 4),
         "mean_rounds": round(sum(len(g["rounds"]) for g in generations) / max(len(generations), 1), 3),
@@ -331,6 +332,5 @@ def run_stage(cfg, store, backend=None, progress: bool = True) -> dict:
     outputs, stats = generate_dialogues(cfg, store, backend, progress)
     generations = parse_outputs(outputs, cfg.format_example, cfg.parser, cfg.turn_sampling)
     examples = build_examples(generations, cfg.seed, cfg.max_k, cfg.authors_target, cfg.turn_sampling)
-    summary = write_outputs(store, generations, examples,
-                            summarize(cfg, len(seeds_for(cfg, store)), generations, examples))
+    summary = write_outputs(store, generations, examples, summarize(cfg, generations, examples))
     return {**summary, "throughput": stats}

@@ -47,8 +47,15 @@ def select_diverse(examples: list[dict], embedder, ratio: float, seed: int, book
         raise ValueError("no quality-selected example to diversify (the quality threshold kept none)")
     x = embedder.encode([example_text(e) for e in examples])
     order = kcenter_greedy(x, k=len(x), seed=seed)  # the full order: every ratio is a prefix of it
+    return (*diverse_split(examples, order, ratio, bookkeeping), order, x)
+
+
+def diverse_split(examples: list[dict], order: list[int], ratio: float, bookkeeping: str = "project"
+                  ) -> tuple[list[dict], list[dict]]:
+    """(D_a, D_d) at `ratio`: D_a is a prefix of the greedy order (kept_by_kcenter), in selection order, each with
+    its rank; D_d the rest, in their original order."""
     kept = kept_by_kcenter(order, ratio, bookkeeping)
     chosen = set(kept)
     d_a = [{**examples[i], "kcenter_rank": r} for r, i in enumerate(kept)]
     d_d = [examples[i] for i in range(len(examples)) if i not in chosen]
-    return d_a, d_d, order, x
+    return d_a, d_d
