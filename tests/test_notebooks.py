@@ -1,13 +1,15 @@
 """The notebooks as their first user runs them (issue #24): stepped through in JupyterLab, several open at once.
 
 Every test works on a copy of the reference run (conftest.py), whose caches make a notebook's steps quick:
-- the reference's executed notebooks show the method and its results, not library logs (no stderr output);
+- the reference's executed notebooks show the method and its results, not library logs (no stderr output), and
+  no widget (a slider is for a live reader; the runner's notebook shows the figure at the profile's value);
+- in a kernel, tqdm draws text bars (to the terminal) though ipywidgets is installed;
 - nbval (`pytest --nbval-lax`) runs all six notebooks, their parameters set to the copy, and the data they write
   is byte for byte the runner's: a reader and the runner execute one path;
 - two live kernels open notebooks 02 and 03 side by side, a `run` goes ahead beside them, and while one kernel's
   step writes, the other's step is refused with an error naming it, and nothing is lost or half-written;
 - JupyterLab in headless Chromium opens two notebooks, runs all cells of each with both kernels alive, and their
-  figures render with no cell in error.
+  figures render with no cell in error; moving each notebook's slider (T in 02, the ratio in 03) redraws its figure.
 """
 
 import json
@@ -69,6 +71,9 @@ def test_the_executed_notebooks_show_results_not_logs(reference):
         logs = [(i, "".join(o.get("text", ""))[:200]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
                 for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stderr"]
         assert not logs, f"{stage}: stderr in cells {logs}"
+        widgets = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.get("outputs", [])
+                   if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert not widgets, f"{stage}: the runner's notebook keeps a widget (shown as nothing) in cells {widgets}"
 
 
 def shown_sources(nb) -> list[tuple[str, str]]:
@@ -193,6 +198,23 @@ def test_two_kernels_side_by_side_one_writer_at_a_time(run_copy):
             km.shutdown_kernel(now=True)
 
 
+def test_a_kernel_keeps_text_bars_though_ipywidgets_is_installed():
+    """ipywidgets is there for the sliders; tqdm.auto, imported after the package in a kernel, still draws the
+    text bar a step sends to the terminal. Without the package first, it would draw widgets into the cell."""
+    from jupyter_client.manager import start_new_kernel
+
+    asked = "import tqdm.auto, tqdm.notebook\nprint(issubclass(tqdm.auto.tqdm, tqdm.notebook.tqdm))"
+    seen = {}
+    for first in ("import synthempathy", "import ipywidgets"):
+        km, kc = start_new_kernel(kernel_name="python3")
+        try:
+            seen[first] = run_in(kc, f"{first}\n{asked}")["stdout"].strip()
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    assert seen == {"import synthempathy": "False", "import ipywidgets": "True"}, seen
+
+
 # -- JupyterLab in a browser ----------------------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -245,6 +267,28 @@ def run_all_cells(page, base: str, token: str, name: str, timeout_s: float = 600
     return page.evaluate(shown)
 
 
+def move_slider(page) -> dict:
+    """Move the visible notebook's slider (explore) one step with the keyboard, as a reader would, and wait until
+    the figure above it is redrawn: {slider's value before and after, whether the image changed}."""
+    visible = "[...document.querySelectorAll('.jp-NotebookPanel')].find(p => !p.classList.contains('lm-mod-hidden'))"
+    figure = f"""() => {{
+        const area = {visible}.querySelector('.widget-slider').closest('.jp-OutputArea');
+        const imgs = [...area.querySelectorAll('.jp-RenderedImage img')];
+        return imgs.length ? imgs[imgs.length - 1].src : null;
+    }}"""
+    readout = f"() => {visible}.querySelector('.widget-slider .widget-readout').textContent.trim()"
+    before, value = page.evaluate(figure), page.evaluate(readout)
+    handle = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    page.keyboard.press("ArrowLeft")
+    try:
+        page.wait_for_function(f"() => ({figure})() !== {json.dumps(before)}", timeout=30_000)
+    except Exception:  # reported below, with what the page shows
+        pass
+    return {"value": [value, page.evaluate(readout)], "redrawn": page.evaluate(figure) not in (None, before)}
+
+
 def test_jupyterlab_runs_two_notebooks_with_both_kernels_alive(run_copy, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: JupyterLab cannot be tried in a browser here")
@@ -275,12 +319,16 @@ def test_jupyterlab_runs_two_notebooks_with_both_kernels_alive(run_copy, tmp_pat
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 first = run_all_cells(page, base, token, "02_quality.ipynb")
+                first["slider"] = move_slider(page)
                 second = run_all_cells(page, base, token, "03_diversity.ipynb")
+                second["slider"] = move_slider(page)
             finally:
                 browser.close()
         for name, shown, figures in (("02", first, 2), ("03", second, 2)):
             assert shown["stderr"] == 0, f"notebook {name}: output(s) in error or on stderr: {shown['texts']}"
             assert shown["images"] >= figures, f"notebook {name}: {shown}"
+            value = shown["slider"]["value"]
+            assert value[0] != value[1] and shown["slider"]["redrawn"], f"notebook {name}'s slider: {shown['slider']}"
         sessions = json.loads(urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10).read())
         assert sorted(Path(s["path"]).name for s in sessions) == ["02_quality.ipynb", "03_diversity.ipynb"]
         assert all(s["kernel"]["execution_state"] != "dead" for s in sessions), sessions

@@ -1,10 +1,13 @@
-"""Every figure the notebooks draw, in one style. Each function saves a PNG and returns the figure. And `source`,
-which shows a method step's code where a notebook teaches it."""
+"""Every figure the notebooks draw, in one style. Each function saves a PNG (given a path) and returns the figure.
+And two teaching aids: `source`, which shows a method step's code where a notebook teaches it, and `explore`, a
+slider that redraws a figure for another value of a parameter."""
 
 from __future__ import annotations
 
 import inspect
+import io
 import logging
+import os
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +18,7 @@ logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .store import STAGES  # noqa: E402
+from .store import LOCK_ENV, STAGES  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 PNG_META = {"Software": None}  # no version string in the file: the same run gives the same bytes
@@ -29,9 +32,37 @@ def source(*steps):
     return Code("\n\n".join(inspect.getsource(inspect.unwrap(f)).rstrip() for f in steps), language="python")
 
 
-def save(fig, path: str | Path):
+def explore(draw, name: str, values, value):
+    """Show `draw(value)`, a figure; in JupyterLab, add a slider over `values` that redraws it in place for the
+    value chosen. `draw` should only read (the stored scores, the stored order): moving the slider writes nothing.
+
+    Run by the runner (papermill, no one to move it), the figure at `value` is all the cell shows: a widget saved in
+    a notebook file renders as nothing on the report page."""
+    from IPython.display import Image, display
+
+    def png(v) -> Image:
+        fig = draw(v)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, metadata=PNG_META)
+        plt.close(fig)
+        return Image(data=buf.getvalue())
+
+    shown = display(png(value), display_id=True)
+    if os.environ.get(LOCK_ENV):
+        return
+    import ipywidgets
+
+    options = sorted({*values, value})
+    slider = ipywidgets.SelectionSlider(options=options, value=value, description=name, continuous_update=False,
+                                        layout=ipywidgets.Layout(width="60%"))
+    slider.observe(lambda change: shown.update(png(change["new"])), names="value")
+    display(slider)
+
+
+def save(fig, path: str | Path | None):
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=PNG_META)
+    if path is not None:
+        fig.savefig(path, dpi=110, metadata=PNG_META)
     return fig
 
 
@@ -71,7 +102,7 @@ def generation_overview(summary: dict, generations: list[dict], title: str, path
     return save(fig, path)
 
 
-def similarity_histogram(similarities: list[float], threshold: float, title: str, path: str | Path):
+def similarity_histogram(similarities: list[float], threshold: float, title: str, path: str | Path | None = None):
     """The authors' figure: histogram of S = 100 cos(E_D, E_G) in bins of 10, with T marked (notebook 02)."""
     fig, ax = plt.subplots(figsize=(8, 4.2))
     ax.hist(similarities, bins=range(0, 101, 10), color="#4C72B0", edgecolor="white")
@@ -104,7 +135,7 @@ def judge_overview(rows: list[dict], panel: list[dict], criteria, title: str, pa
     return save(fig, path)
 
 
-def umap_maps(coords, groups: dict, emotions: list[str], title: str, path: str | Path):
+def umap_maps(coords, groups: dict, emotions: list[str], title: str, path: str | Path | None = None):
     """Three overlays of one UMAP fit (notebook 03): (a) seed vs synthetic vs the two filters, (b) the synthetic
     data by its seed's emotion, (c) D_a vs D_d. `groups` maps a name to row indices into `coords`."""
     import numpy as np
