@@ -4,6 +4,7 @@ Runs `python -m synthempathy run --profile tiny --force` in a fresh run folder, 
 per-stage timings from the run's manifest.
     python bench/e2e.py [--profile tiny] [-p key=value ...]
     python bench/e2e.py --in-place      # into runs/<profile>/ and figures/ instead: the committed default run
+    python bench/e2e.py --avx2          # PyTorch's kernels held to AVX2, as on a CPU without AVX-512
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import AVX2_ONLY, cpu_flags
+
 TARGET_SECONDS, STRETCH_SECONDS, TARGET_GIB = 600, 300, 4.0
 
 
@@ -27,8 +30,10 @@ def main() -> None:
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("-p", "--param", action="append", default=[])
     parser.add_argument("--in-place", action="store_true", help="run in runs/<profile>/ and the profile's figures")
+    parser.add_argument("--avx2", action="store_true", help="hold the kernels to AVX2 (bench/machine.py)")
     args = parser.parse_args()
-    print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(AVX2_ONLY if args.avx2 else {})}
+    print(f"# CPU: {cpu_flags(env)}; load average at start: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.in_place:
             from synthempathy.config import load_config
@@ -40,7 +45,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "synthempathy", "run", "--profile", args.profile, "--force", *where,
                *sum((["-p", p] for p in args.param), [])]
         t0 = time.time()
-        proc = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.time() - t0
         if proc.returncode:
             raise SystemExit(f"the chain failed:\n{proc.stderr[-3000:]}")

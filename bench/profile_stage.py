@@ -6,7 +6,8 @@
 
 The upstream stage folders of runs/<profile>/ (run `make run` first) are copied into a temporary run, the
 stage's own folder and work caches are left out, so the stage runs cold, exactly as in a first run. Prints the
-stage's wall time and the functions with the largest cumulative time (package code and the libraries it calls).
+stage's wall time, each step's (its notebook's cells), and the functions with the largest cumulative time (package
+code and the libraries it calls).
 Per-stage wall times of a whole chain are in runs/<profile>/manifest.json and are printed by bench/e2e.py.
 """
 
@@ -31,7 +32,7 @@ from synthempathy.store import STAGES, read_json  # noqa: E402
 # The helper calls each notebook makes (the notebooks add only plots and tables around them).
 CALLS = {
     "01_generate": [("generate", "run_stage")],
-    "02_quality": [("quality", "run_stage"), ("judge", "run_stage")],
+    "02_quality": [("quality", "run_stage")],
     "03_diversity": [("diversity", "run_stage")],
     "04_finetune": [("finetune", "run_stage")],
     "05_evaluate": [("evaluate", "run_stage")],
@@ -72,6 +73,11 @@ def main() -> None:
         print(f"# {args.stage} on profile {args.profile}: {time.perf_counter() - t0:.1f} s in the helper calls")
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out)
+        for module, _ in CALLS[args.stage]:  # the stage's steps, in the module's order: its notebook's cells
+            path = importlib.import_module(f"synthempathy.{module}").__file__
+            steps = sorted((line, fn, cum) for (file, line, fn), (_, _, _, cum, _) in stats.stats.items() if file == path)
+            for _, fn, cum in steps:
+                print(f"#   step {module}.{fn}: {cum:.1f} s")
         stats.sort_stats("cumulative").print_stats(r"synthempathy|transformers/(generation|trainer)|trl|peft|"
                                                    r"sentence_transformers|torch/nn/modules/module", args.top)
         print(out.getvalue())

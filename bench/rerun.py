@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -24,20 +23,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from machine import cpu_flags  # noqa: E402
+
 from synthempathy import diversity, plots, quality, runner  # noqa: E402
 from synthempathy.config import load_config  # noqa: E402
 from synthempathy.store import RunStore, read_jsonl  # noqa: E402
-
-
-def cpu_flags() -> str:
-    flags = set()
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, flags: {' '.join(shown) or 'none'}"
 
 
 def timed(fn, *args, **kwargs) -> float:

@@ -124,3 +124,83 @@ def test_a_4bit_model_keeps_its_gradients_after_an_evaluation_pass():
         model(input_ids=ids)
     after = gradient()
     assert before.norm() > 0 and torch.allclose(after, before, rtol=1e-4, atol=1e-7), (before.norm(), after.norm())
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "none"])
+def test_the_loss_on_the_labelled_positions_is_trls(tmp_path, quantization):
+    """The package's loss (the output head on the reply's tokens only, lib/cpu_step.py) equals trl's, which scores
+    every position on a CPU: the same loss to 1e-5 and the same LoRA gradients, on a fixed batch of seed dialogues."""
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from synthempathy.lib.dialogue import prompts
+    from synthempathy.lib.ed import load_ed
+
+    cfg = load_config("tiny", {})
+    items = [r.to_dict() for r in load_ed("packaged:seed", "train")][:4]
+    model, tok, _ = sft.load_base_for_training(cfg.base_model, "cpu", quantization)
+    torch.manual_seed(0)  # init_lora_weights=False: both LoRA matrices random, so every gradient is non-zero
+    trainer = sft.counting_trainer(SFTTrainer)(
+        model=model, processing_class=tok, train_dataset=datasets.Dataset.from_list(sft.sft_rows(items, prompts()["system"])),
+        args=SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=cfg.max_length,
+                       use_cpu=True, report_to="none", seed=0),
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert 0 < labelled < batch["labels"].numel() // 2, "the history is masked: most positions carry no label"
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
+
+    def loss_and_grads(compute):
+        trainer.model.train()
+        trainer.model.zero_grad()
+        loss = compute(trainer.model, dict(batch), num_items_in_batch=labelled)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in lora]
+
+    ours, ours_grads = loss_and_grads(trainer.compute_loss)
+    theirs, their_grads = loss_and_grads(super(type(trainer), trainer).compute_loss)
+    assert abs(float(ours) - float(theirs)) <= 1e-5 * abs(float(theirs)), (float(ours), float(theirs))
+    ours_all, their_all = torch.cat([g.flatten() for g in ours_grads]), torch.cat([g.flatten() for g in their_grads])
+    # bitsandbytes' 4-bit matmul on a CPU computes in bf16 where the CPU has it: its gradients carry bf16's precision
+    # (seen: 3e-3 here, 5e-5 in fp32), and trl's head and ours round differently at the last bit of fp32
+    tolerance = 2e-2 if quantization == "4bit" else 1e-3
+    difference = float((ours_all - their_all).norm() / their_all.norm())
+    assert difference < tolerance, f"relative difference of the LoRA gradients: {difference:.2e}"
+
+
+def test_lora_dropout_from_numpy_is_inverted_dropout_seeded_by_torch():
+    """lib/cpu_step.py's dropout: zeros with probability p, the rest scaled by 1/(1-p), nothing in eval mode, and
+    the same masks after torch.manual_seed (what a resumed run restores)."""
+    import torch
+
+    from synthempathy.lib.cpu_step import numpy_dropout_class
+
+    drop, x = numpy_dropout_class()(0.1), torch.ones(400, 1000)
+    torch.manual_seed(3)
+    first = drop(x)
+    zeros = float((first == 0).float().mean())
+    assert abs(zeros - 0.1) < 0.003, zeros  # 400,000 draws: 5 standard deviations is 0.0024
+    assert torch.allclose(first[first != 0], torch.full_like(first[first != 0], 1 / 0.9))
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), first), "the masks follow torch's seed"
+    assert not torch.equal(drop(x), first), "and differ from call to call"
+    drop.eval()
+    assert drop(x) is x
+
+
+def test_every_lora_dropout_of_the_model_is_swapped_on_the_cpu():
+    import torch
+    from peft import get_peft_model
+
+    from synthempathy.lib.cpu_step import numpy_dropout_class, swap_lora_dropout
+
+    cfg = load_config("tiny", {"quantization": "none"})
+    model, _, _ = sft.load_base_for_training(cfg.base_model, "cpu", "none")
+    model = get_peft_model(model, sft.lora_config(cfg))
+    layers = model.config.num_hidden_layers
+    assert swap_lora_dropout(model) == 7 * layers, "q, k, v, o, gate, up and down of every layer"
+    drops = [d for m in model.modules() for d in getattr(m, "lora_dropout", {}).values()]
+    assert all(type(d) is numpy_dropout_class() and d.p == cfg.lora_dropout for d in drops)
+    assert not any(type(m) is torch.nn.Dropout and m.p > 0 for m in model.modules())

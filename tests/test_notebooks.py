@@ -105,7 +105,8 @@ def test_each_method_step_is_shown_as_the_package_runs_it(reference):
             assert text == expected, f"{stage}: {call} showed other code than the package's"
     taught = {"02_quality": ["def similarity(", "def select_quality(", "def scores_from_logits("],
               "03_diversity": ["def naive_kcenter_greedy(", "def kept_by_kcenter("],
-              "01_generate": ["def sample_example("], "05_evaluate": ["def corpus_metrics(", "def seeded_ci("]}
+              "01_generate": ["def sample_example("], "04_finetune": ["def loss_on_labels("],
+              "05_evaluate": ["def corpus_metrics(", "def seeded_ci("]}
     for stage, names in taught.items():
         text = "".join(t for _, t in shown_sources(nbformat.read(store.root / "notebooks" / f"{stage}.ipynb", as_version=4)))
         assert all(n in text for n in names), f"{stage} does not show {[n for n in names if n not in text]}"

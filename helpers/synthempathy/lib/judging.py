@@ -104,8 +104,9 @@ class InProcessJudge:
         with torch.inference_mode():
             input_ids, mask, shared, cache = shared_prefix_batch(self.model, ids, self.tok.pad_token_id)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` derives itself; a forward call does not
+            # the judge reads the next token after each prompt: the output head runs on the last position only
             logits = self.model(input_ids=input_ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
-                                past_key_values=cache).logits[:, -1, :]
+                                past_key_values=cache, logits_to_keep=1).logits[:, -1, :]
         return logits[:, label_ids].float().tolist()
 
 

@@ -37,7 +37,7 @@ def shared_prefix_batch(model, ids: list[list[int]], pad_id: int):
     mask = torch.tensor(masks, device=model.device)
     if not shared:
         return input_ids, mask, 0, None
-    cache = model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
+    cache = model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values  # no head needed
     cache.batch_repeat_interleave(len(ids))
     return input_ids, mask, shared, cache
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..store import hash_obj, read_json, write_json, write_text
 from .dialogue import chat, prompts
+from .trainer import counting_trainer
 
 log = logging.getLogger(__name__)
 COMPLETED = "completed.json"
@@ -31,58 +32,6 @@ def sft_rows(items: list[dict], system: str, transcript: bool = False) -> list[d
     with its source ("ed" or "synthetic"), which the trainer's data loader drops and the consumption count reads."""
     return [{"prompt": chat(it["history"], system, transcript), "completion": [{"role": "assistant", "content": it["response"]}],
              "source": it.get("source", "ed")} for it in items]
-
-
-class ConsumptionCount:
-    """How many examples of each source the optimizer actually consumed: counted on the batches that reach the
-    loss in training mode, matched back to their rows by token ids (trl shuffles, truncates, and drops examples
-    that truncation leaves without a completion token). Kept in every checkpoint, so a resumed run counts on."""
-
-    FILE = "consumed.json"
-
-    def __init__(self, prepared_dataset):
-        self.source_of = {tuple(ids): src for ids, src in zip(prepared_dataset["input_ids"], prepared_dataset["source"])}
-        self.counts: dict[str, int] = {}
-
-    def add(self, inputs) -> None:
-        mask = inputs.get("attention_mask")
-        for i, row in enumerate(inputs["input_ids"].tolist()):
-            n = int(mask[i].sum()) if mask is not None else len(row)
-            source = self.source_of.get(tuple(row[:n]), "unmatched")
-            self.counts[source] = self.counts.get(source, 0) + 1
-
-    def save(self, folder: Path) -> None:
-        write_json(folder / self.FILE, self.counts)
-
-    def restore(self, checkpoint: str | None) -> None:
-        path = Path(checkpoint or "") / self.FILE
-        self.counts = read_json(path) if checkpoint and path.exists() else {}
-
-
-def counting_trainer(base):
-    """`base` (trl's SFTTrainer) with a ConsumptionCount on its training batches."""
-    from transformers import TrainerCallback
-
-    class Counting(base):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if model.training:
-                self.consumption.add(inputs)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
-    class SaveCounts(TrainerCallback):
-        def __init__(self, trainer):
-            self.trainer = trainer
-
-        def on_save(self, args, state, control, **kw):
-            self.trainer.consumption.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-
-    def make(**kw):
-        trainer = Counting(**kw)
-        trainer.consumption = ConsumptionCount(trainer.train_dataset)
-        trainer.add_callback(SaveCounts(trainer))
-        return trainer
-
-    return make
 
 
 def lora_config(cfg):
