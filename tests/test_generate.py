@@ -152,6 +152,42 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time(tmp_path):
     assert all(t.strip() for t in texts["one"])
 
 
+
+@pytest.mark.slow
+def test_the_reserved_cache_samples_the_tokens_of_transformers_own_cache():
+    """lib/prefix.py's cache writes each generated position in place instead of concatenating: the same keys and
+    values, so the same sampled tokens, seed for seed, as transformers' DynamicCache; and no copy per token."""
+    import torch
+
+    from synthempathy.lib.backends import TransformersBackend
+    from synthempathy.lib.ed import load_ed
+    from synthempathy.lib.prefix import shared_prefix_batch
+
+    cfg = load_config("tiny")
+    seeds = [r.to_dict() for r in load_ed(cfg.data_source, cfg.train_split)[:4]]
+    backend = TransformersBackend(cfg.generator_model, "cpu", batch_size=4)
+    model, tok = backend.model, backend.tokenizer
+    ids = [tok(backend.render(r), add_special_tokens=False)["input_ids"] for _, n, r in G.generation_requests(seeds, cfg)
+           if n == 0]
+    new = 24
+    input_ids, mask, shared, reserved = shared_prefix_batch(model, ids, tok.pad_token_id, reserve=new)
+    assert shared > 0, "the prompts share the system prompt and the format example"
+    plain = model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values  # transformers' own, as before
+    plain.batch_repeat_interleave(len(ids))
+    outputs = []
+    for cache in (reserved, plain):
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            outputs.append(model.generate(input_ids=input_ids, attention_mask=mask, past_key_values=cache, do_sample=True,
+                                          temperature=0.8, top_p=0.9, top_k=0, max_new_tokens=new,
+                                          min_new_tokens=new, pad_token_id=tok.pad_token_id))
+    assert torch.equal(outputs[0], outputs[1])
+    layer = reserved.layers[0]
+    assert layer.keys.shape[-2] == input_ids.shape[1] + new - 1, "every position but the last token's is cached"
+    assert layer.keys.data_ptr() == layer._k.data_ptr() and layer._k.shape[-2] == input_ids.shape[1] + new, \
+        "the prompt and the new tokens were written into the room reserved after the batch was laid out"
+
+
 # -- shapes larger generators write (issue #14, item 5) -------------------------------------------------------
 
 EXAM = ("I failed my exam.", "I'm sorry, that must hurt.")

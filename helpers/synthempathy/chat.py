@@ -24,6 +24,7 @@ from .lib.arms import BASE
 from .lib.backends import as_list
 from .lib.dialogue import chat
 from .lib.models import load_lm
+from .lib.prefix import reserved_cache
 from .lib.terminal import off_the_page
 
 HOST = "127.0.0.1"
@@ -80,9 +81,10 @@ class Panel:
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         ids = self.prompt_ids(turns).to(self.model.device)
+        new = max_new_tokens or self.max_new_tokens
         kwargs = {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape), "streamer": streamer,
-                  "max_new_tokens": max_new_tokens or self.max_new_tokens, "eos_token_id": self.eos,
-                  "pad_token_id": self.tokenizer.pad_token_id}
+                  "max_new_tokens": new, "eos_token_id": self.eos, "pad_token_id": self.tokenizer.pad_token_id,
+                  "past_key_values": reserved_cache(new)}
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:

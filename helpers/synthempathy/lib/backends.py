@@ -197,7 +197,7 @@ class TransformersBackend:
         with torch.inference_mode():
             # the prompts share the system prompt and the one-shot example (~60% of each): encoding that prefix
             # once per batch is what makes batching pay on a CPU (bench/generation.py)
-            input_ids, mask, _, cache = shared_prefix_batch(model, ids, tok.pad_token_id)
+            input_ids, mask, _, cache = shared_prefix_batch(model, ids, tok.pad_token_id, reserve=s.max_new_tokens)
             out = model.generate(input_ids=input_ids, attention_mask=mask, past_key_values=cache, **kwargs)
         rows = []
         for req, new in zip(batch, out[:, input_ids.shape[1]:].tolist()):

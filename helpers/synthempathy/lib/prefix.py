@@ -7,6 +7,8 @@ batching pay on a CPU (bench/generation.py).
 
 from __future__ import annotations
 
+import functools
+
 MIN_SHARED_PREFIX = 16
 
 
@@ -27,19 +29,73 @@ def shared_prefix_layout(ids: list[list[int]], pad_id: int, min_shared: int = MI
     return rows, masks, shared
 
 
-def shared_prefix_batch(model, ids: list[list[int]], pad_id: int):
-    """A batch ready for the model: (input_ids, attention mask, shared prefix length, the prefix's KV cache or
-    None). The prefix is encoded once, on one row, and its cache repeated for the batch."""
+def shared_prefix_batch(model, ids: list[list[int]], pad_id: int, reserve: int = 0):
+    """A batch ready for the model: (input_ids, attention mask, shared prefix length, its KV cache). The prefix is
+    encoded once, on one row, and its cache repeated for the batch; the cache (`reserved_cache`) keeps room for the
+    prompts' own tokens and `reserve` more (the tokens generation will add)."""
     import torch
 
     rows, masks, shared = shared_prefix_layout(ids, pad_id)
     input_ids = torch.tensor(rows, device=model.device)
     mask = torch.tensor(masks, device=model.device)
-    if not shared:
-        return input_ids, mask, 0, None
-    cache = model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values  # no head needed
-    cache.batch_repeat_interleave(len(ids))
+    cache = reserved_cache(reserve)
+    if shared:
+        model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1, past_key_values=cache)  # no head
+        cache.batch_repeat_interleave(len(ids))
     return input_ids, mask, shared, cache
+
+
+def reserved_cache(reserve: int):
+    """An empty KV cache that writes each new position in place, into room reserved ahead.
+
+    transformers' DynamicCache concatenates every new position onto the whole cache: each generated token copied
+    every layer's keys and values into fresh memory, a third of generation's time on a CPU (bench/generation.py).
+    The same keys and values, so the same tokens (tests/test_generate.py)."""
+    from transformers.cache_utils import Cache, DynamicCache
+
+    class ReservedCache(DynamicCache):
+        def __init__(self):
+            Cache.__init__(self, layer_class_to_replicate=lambda: reserved_layer_class()(reserve))
+
+    return ReservedCache()
+
+
+@functools.cache
+def reserved_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        """`keys` and `values` are views of the first positions of larger buffers. A layer whose tensors were
+        replaced (repeated for the batch, reordered, selected) is copied into new buffers at its next update."""
+
+        def __init__(self, reserve: int):
+            super().__init__()
+            self.reserve, self._k, self._v = reserve, None, None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.keys = key_states[:, :, :0]
+                self.values = value_states[:, :, :0]
+            n, add = self.keys.shape[-2], key_states.shape[-2]
+            if not self._holds(n + add):
+                self._seat(n + add + self.reserve)
+            self._k[:, :, n: n + add] = key_states
+            self._v[:, :, n: n + add] = value_states
+            self.keys, self.values = self._k[:, :, : n + add], self._v[:, :, : n + add]
+            return self.keys, self.values
+
+        def _holds(self, length: int) -> bool:
+            return (self._k is not None and self.keys.data_ptr() == self._k.data_ptr()
+                    and self.keys.shape[:2] == self._k.shape[:2] and length <= self._k.shape[-2])
+
+        def _seat(self, room: int) -> None:
+            b, h, n, d = self.keys.shape
+            self._k, self._v = self.keys.new_empty((b, h, room, d)), self.values.new_empty((b, h, room, d))
+            self._k[:, :, :n], self._v[:, :, :n] = self.keys, self.values
+            self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+
+    return ReservedLayer
 
 
 def common_prefix_len(seqs: list[list[int]]) -> int:
