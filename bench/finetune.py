@@ -57,14 +57,14 @@ def category(event, vocab: int) -> str:
     names = [c.name.lower() for c in chain]
     if any(n.startswith("optimizer.") for n in names):
         return "optimizer"
-    if any("bitsandbytes" in n or "dequantize" in n for n in names):
-        return "4-bit dequantization"
     if any("attention" in n for n in names):
         return "attention"
     if any(vocab in shape for c in chain for shape in (c.input_shapes or []) if isinstance(shape, list)):
         return "output head"
     if event.name in MATMUL_OPS:
-        return "other matmuls"
+        return "matmuls of the layers"  # a 4-bit layer's too, once its weights are dequantized
+    if any("bitsandbytes" in n or "dequantize" in n for n in names):
+        return "4-bit dequantization"
     return "the rest"
 
 

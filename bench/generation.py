@@ -3,6 +3,7 @@
   python bench/generation.py                      # 32 prompts: batch sizes 1, 16, 32, then llama.cpp
   python bench/generation.py --n 16 --batch-sizes 16
   python bench/generation.py --n 16 --parse-variants   # parse rate of the four prompt variants instead
+  python bench/generation.py --n 40 --batch-sizes 40 --cache   # the reserved KV cache against transformers' own
 
 Every configuration gets the same prompts (the first N seed records of the profile's corpus, built with
 generate.generation_requests under the profile, tiny by default), the same sampling settings and a fresh
@@ -145,6 +146,28 @@ def speed(cfg, args, shared: TransformersBackend, reqs: list[Request]) -> None:
     print(f"ours (batch {best_bs}) / llama.cpp: {rates[best_bs] / llama_rate:.2f}x", flush=True)
 
 
+def cache_comparison(cfg, args, shared: TransformersBackend, reqs: list[Request]) -> None:
+    """The largest batch with the package's KV cache (lib/prefix.reserved_cache: each new position written in place)
+    and with transformers' DynamicCache (each new position concatenated onto the whole cache), side by side."""
+    from transformers.cache_utils import DynamicCache
+
+    from synthempathy.lib import prefix
+
+    bs, reserved = max(args.batch_sizes), prefix.reserved_cache
+    runs = {}
+    for name, make in (("reserved", reserved), ("transformers", lambda reserve: DynamicCache())):
+        prefix.reserved_cache = make
+        try:
+            t, rows = run_transformers(reqs, bs, shared)
+        finally:
+            prefix.reserved_cache = reserved
+        runs[name] = (line(f"batch {bs}, {name} cache", t, parse_stats(reqs, rows, cfg.format_example), len(reqs)),
+                      [r["text"] for r in rows])
+    same = runs["reserved"][1] == runs["transformers"][1]
+    print(f"reserved / transformers cache: {runs['reserved'][0] / runs['transformers'][0]:.2f}x tokens/s; "
+          f"the same texts: {same}", flush=True)
+
+
 def parse_variants(cfg, args, shared: TransformersBackend) -> None:
     bs = max(args.batch_sizes)
     print(f"parse rate of the prompt variants, batch {bs}, {args.n} prompts, "
@@ -171,6 +194,8 @@ def main():
                    help="llama.cpp threads (default: all cores, as torch uses)")
     p.add_argument("--parse-variants", action="store_true",
                    help="instead of the speed comparison: parse rate of format_example x prefill, batched")
+    p.add_argument("--cache", action="store_true",
+                   help="instead: the reserved KV cache against transformers' concatenating one, largest batch")
     args = p.parse_args()
 
     import torch
@@ -191,6 +216,8 @@ def main():
     print(f"# load average {os.getloadavg()[0]:.2f} after loading and warm-up", flush=True)
     if args.parse_variants:
         parse_variants(cfg, args, shared)
+    elif args.cache:
+        cache_comparison(cfg, args, shared, reqs)
     else:
         speed(cfg, args, shared, reqs)
     print(f"# load average {os.getloadavg()[0]:.2f} at the end", flush=True)
