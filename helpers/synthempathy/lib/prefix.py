@@ -49,7 +49,8 @@ def reserved_cache(reserve: int):
     """An empty KV cache that writes each new position in place, into room reserved ahead.
 
     transformers' DynamicCache concatenates every new position onto the whole cache: each generated token copied
-    every layer's keys and values into fresh memory, a third of generation's time on a CPU (bench/generation.py).
+    every layer's keys and values into fresh memory; writing in place makes generation 1.18x faster on 2 cores
+    (bench/generation.py --cache).
     The same keys and values, so the same tokens (tests/test_generate.py)."""
     from transformers.cache_utils import Cache, DynamicCache
 
