@@ -4,8 +4,8 @@
   before them is masked (-100). trl's fused head skips the masked positions on CUDA but scores every position on
   the CPU (and again in its backward), and the head of a small model is a fifth of its multiply-adds per token
   (49,152 words x 576 for SmolLM2-135M). `loss_on_labels` runs the head on the labelled positions only.
-- LoRA's dropout masks from a faster generator. torch's CPU `bernoulli_` drew the masks of the 210 LoRA inputs of
-  a step in a fifth of its time; `NumpyDropout` draws the same Bernoulli(1 - p) masks with numpy's SFC64, seeded
+- LoRA's dropout masks from a faster generator. torch's CPU `bernoulli_` draws the masks of a step's 210 LoRA
+  inputs slowly; `NumpyDropout` draws the same Bernoulli(1 - p) masks with numpy's SFC64 (3-5% of a step), seeded
   from torch's generator (so a run resumed from a checkpoint, which restores torch's RNG, draws the same masks).
 
 `bench/finetune.py` measures both; tests/test_finetune.py checks the loss and gradients are trl's.
@@ -23,7 +23,7 @@ def loss_on_labels(model, inputs: dict, num_items_in_batch=None):
     import torch
     import torch.nn.functional as F
 
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal = _causal_lm(model)
     labels = inputs["labels"][:, 1:]
     mask = labels != -100
     kwargs = {k: v for k, v in inputs.items() if k != "labels"}
@@ -37,11 +37,16 @@ def loss_on_labels(model, inputs: dict, num_items_in_batch=None):
 def plain_head_on_cpu(model) -> bool:
     """Whether the output head is a plain projection (no scaling or soft-capping), on the CPU: where
     `loss_on_labels` applies. Elsewhere trl's fused head runs (on CUDA it too scores only the labelled positions)."""
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    causal = _causal_lm(model)
     text = causal.config.get_text_config()
     scaled = any(getattr(text, k, None) is not None for k in ("final_logit_softcapping", "logit_scale",
                                                               "output_multiplier", "lm_head_multiplier", "logits_scaling"))
     return causal.device.type == "cpu" and not scaled
+
+
+def _causal_lm(model):
+    """The transformers model under a PEFT wrapper (LoRA's layers are inside it), or `model` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def swap_lora_dropout(model) -> int:

@@ -49,7 +49,7 @@ def counting_trainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:
                 self.consumption.add(inputs)
-            if return_outputs or not plain_head_on_cpu(model):
+            if return_outputs or not self.loss_on_labels:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
             loss, logits, targets = loss_on_labels(model, inputs, num_items_in_batch)
@@ -76,6 +76,7 @@ def counting_trainer(base):
 
     def make(**kw):
         trainer = Counting(**kw)
+        trainer.loss_on_labels = plain_head_on_cpu(trainer.model)  # decided once: the model does not move
         if trainer.model.device.type == "cpu":
             swap_lora_dropout(trainer.model)
         trainer.consumption = ConsumptionCount(trainer.train_dataset)
