@@ -5,7 +5,8 @@ quantization `none` or `4bit`, times the step
 - `before`: trl's loss, whose fused head on a CPU scores every position and recomputes them in its backward, and
   torch's dropout masks (the package before lib/cpu_step.py);
 - `head`: the head on the reply's tokens only (lib/cpu_step.py's loss), torch's dropout masks;
-- `after`: that, and LoRA's dropout masks from numpy (the package now).
+- `after`: that, LoRA's dropout masks from numpy, and (4-bit) the adapters kept in fp32 (the package now).
+trl turns a quantized model's adapters into bf16; `before` and `head` keep that.
 For each: training tokens/s through `sft.train_lora` (the stage's own path), peak RSS,
 then one step taken apart on a batch of the same data (torch.profiler: the output head, 4-bit dequantization,
 attention, the optimizer, the other matmuls, the rest), its FLOPs (torch's FlopCounterMode: the matmuls and
@@ -91,7 +92,7 @@ def take_apart(quantization: str, batch_size: int, max_length: int) -> dict:
             model=model, processing_class=tok, peft_config=sft.lora_config(cfg),
             train_dataset=datasets.Dataset.from_list(sft.sft_rows(items, prompts()["system"])),
             args=SFTConfig(output_dir=out, per_device_train_batch_size=batch_size, max_length=max_length,
-                           use_cpu=True, report_to="none", seed=cfg.seed, learning_rate=cfg.learning_rate))
+                           use_cpu=True, bf16=False, report_to="none", seed=cfg.seed, learning_rate=cfg.learning_rate))
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
         optimizer = trainer.create_optimizer()
         labelled = int((batch["labels"][:, 1:] != -100).sum())
@@ -131,8 +132,9 @@ def child(payload: dict) -> dict:
 
     if payload["step"] == "before":  # trl's fused head, every position scored
         trainer.plain_head_on_cpu = lambda model: False
-    if payload["step"] in ("before", "head"):  # torch's bernoulli_ draws LoRA's dropout masks
+    if payload["step"] in ("before", "head"):  # torch's bernoulli_ draws LoRA's dropout masks; trl's bf16 adapters
         trainer.swap_lora_dropout = lambda model: 0
+        trainer.adapters_in_fp32 = lambda model: 0
     cfg = load_config("tiny", {"quantization": payload["q"], "max_steps": payload["steps"],
                                "train_batch_size": payload["batch"], "max_length": payload["max_length"]})
     items = [r.to_dict() for r in load_ed("packaged:seed", "train")]

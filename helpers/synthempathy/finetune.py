@@ -32,7 +32,8 @@ def settings(cfg) -> list[dict]:
             "batch": cfg.train_batch_size, "max length (tokens)": cfg.max_length, "device": cfg.device}
     if cfg.quantization == "4bit":
         rows.update({"4-bit type": "nf4 (NormalFloat)", "double quantization": True,
-                     "compute dtype": "bf16 on a GPU, fp32 on a CPU"})
+                     "compute dtype": "bf16 on a GPU, fp32 on a CPU",
+                     "LoRA weights": "in the compute dtype (lib/cpu_step.adapters_in_fp32 on a CPU)"})
     return [{"setting": k, "value": str(v)} for k, v in rows.items()]
 
 

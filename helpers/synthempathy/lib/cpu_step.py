@@ -7,6 +7,11 @@
 - LoRA's dropout masks from a faster generator. torch's CPU `bernoulli_` draws the masks of a step's 210 LoRA
   inputs slowly; `NumpyDropout` draws the same Bernoulli(1 - p) masks with numpy's SFC64 (3-5% of a step), seeded
   from torch's generator (so a run resumed from a checkpoint, which restores torch's RNG, draws the same masks).
+- The adapters in the computation's dtype. trl turns a quantized model's LoRA weights into bf16, as QLoRA does
+  where it computes in bf16 (CUDA). On the CPU the 4-bit layers compute in fp32: bf16 adapters would cast every
+  LoRA input to bf16, multiply in bf16 (without AVX-512-BF16 a slow path: on an AVX2 CPU the adapters' small
+  products took 40% of a 4-bit step) and keep the optimizer's weights in bf16, where small updates round away.
+  `adapters_in_fp32` restores fp32, QLoRA's rule of adapters in the compute dtype.
 
 `bench/finetune.py` measures both; tests/test_finetune.py checks the loss and gradients are trl's.
 """
@@ -42,6 +47,19 @@ def plain_head_on_cpu(model) -> bool:
     scaled = any(getattr(text, k, None) is not None for k in ("final_logit_softcapping", "logit_scale",
                                                               "output_multiplier", "lm_head_multiplier", "logits_scaling"))
     return causal.device.type == "cpu" and not scaled
+
+
+def adapters_in_fp32(model) -> int:
+    """Cast `model`'s trainable bf16/fp16 weights (the LoRA adapters) to fp32, the CPU's compute dtype, before the
+    optimizer holds them; returns how many."""
+    import torch
+
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+            cast += 1
+    return cast
 
 
 def _causal_lm(model):

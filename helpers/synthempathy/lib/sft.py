@@ -147,7 +147,7 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
         max_length=cfg.max_length, gradient_checkpointing=notes["device"] == "cuda",
         logging_steps=1, save_strategy="steps", save_steps=max(1, planned // 3), save_total_limit=1,
         eval_strategy="steps" if eval_items else "no", eval_steps=math.ceil(planned / 2),
-        per_device_eval_batch_size=cfg.train_batch_size,
+        per_device_eval_batch_size=cfg.train_batch_size, prediction_loss_only=True,  # else it keeps every logit of the eval set
         use_cpu=notes["device"] == "cpu", bf16=notes["device"] == "cuda", report_to="none",
         disable_tqdm=False, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
     )
@@ -181,7 +181,27 @@ def train_lora(cfg, train_items: list[dict], out_dir: str | Path, work_dir: str 
     write_json(out_dir / "training_log.json", trainer.state.log_history)
     write_json(out_dir / COMPLETED, record)  # written last: its presence means everything above is on disk
     shutil.rmtree(work_dir, ignore_errors=True)
+    del trainer, model
+    release_memory()
     return record
+
+
+def release_memory() -> None:
+    """Hand a finished training's memory back to the system. The trainer and its callbacks refer to each other, so
+    only the cycle collector frees them; glibc then keeps the freed heap (the steps' activations) in the process,
+    and the next model would load on top of it (stage 02's peak was training, then M_D loaded to answer)."""
+    import ctypes
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def _sources(items: list[dict]) -> dict[str, int]:

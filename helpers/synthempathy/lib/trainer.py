@@ -2,8 +2,8 @@
 
 `counting_trainer(SFTTrainer)` makes trainers that count the examples of each source the optimizer actually
 consumed (trl shuffles, truncates, and drops examples that truncation leaves without a completion token), and that
-on the CPU compute the loss on the labelled positions only and draw LoRA's dropout masks from numpy
-(lib/cpu_step.py).
+on the CPU keep LoRA's weights in fp32, compute the loss on the labelled positions only and draw LoRA's dropout
+masks from numpy (lib/cpu_step.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..store import read_json, write_json
-from .cpu_step import loss_on_labels, plain_head_on_cpu, swap_lora_dropout
+from .cpu_step import adapters_in_fp32, loss_on_labels, plain_head_on_cpu, swap_lora_dropout
 
 
 class ConsumptionCount:
@@ -41,8 +41,8 @@ class ConsumptionCount:
 
 
 def counting_trainer(base):
-    """`base` (trl's SFTTrainer) with a ConsumptionCount on its training batches, and on the CPU the loss on the
-    labelled positions only and LoRA's dropout masks from numpy (lib/cpu_step.py)."""
+    """`base` (trl's SFTTrainer) with a ConsumptionCount on its training batches, and on the CPU LoRA's weights in
+    fp32, the loss on the labelled positions only and LoRA's dropout masks from numpy (lib/cpu_step.py)."""
     from transformers import TrainerCallback
 
     class Counting(base):
@@ -78,6 +78,7 @@ def counting_trainer(base):
         trainer = Counting(**kw)
         trainer.loss_on_labels = plain_head_on_cpu(trainer.model)  # decided once: the model does not move
         if trainer.model.device.type == "cpu":
+            adapters_in_fp32(trainer.model)
             swap_lora_dropout(trainer.model)
         trainer.consumption = ConsumptionCount(trainer.train_dataset)
         trainer.add_callback(SaveCounts(trainer))
