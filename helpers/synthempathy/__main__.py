@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     fid = sub.add_parser("fidelity", help="print, for every switch, the authors' value, the profile's, and whether they match")
     fid.add_argument("--profile", action="append", default=[], help="a profile (repeat for several; default tiny)")
     fid.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
-    fid.add_argument("--markdown", action="store_true", help="one markdown table across the profiles (README)")
+    fid.add_argument("--markdown", action="store_true", help="one markdown table across the profiles (docs/differences.md)")
 
     met = sub.add_parser("metrics", help="score a predictions file with the authors' metric protocol (JSON out)")
     met.add_argument("--predictions", required=True, help="JSON lines with a prediction (and gold) per line")

@@ -141,7 +141,7 @@ def render(rows: list[dict], profile: str) -> str:
 
 
 def markdown(rows_by_profile: dict[str, list[dict]]) -> str:
-    """One markdown table of every switch across profiles (the README's known differences)."""
+    """One markdown table of every switch across profiles (docs/differences.md)."""
     names = list(rows_by_profile)
     first = rows_by_profile[names[0]]
     lines = ["| stage | switch | the authors' script | " + " | ".join(f"`{n}`" for n in names) + " |",
