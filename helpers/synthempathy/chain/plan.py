@@ -47,11 +47,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..lib import arms, sft
+from ..lib.dialogue import chat_pairs, generation_messages, prompts
+from ..lib.ed import DataError, load_ed, resolve_source, split_available
+from ..lib.judging import CRITERIA, judge_messages
 from .config import REPO_ROOT, load_config
-from .lib import arms, sft
-from .lib.dialogue import chat_pairs, generation_messages, prompts
-from .lib.ed import DataError, load_ed, resolve_source, split_available
-from .lib.judging import CRITERIA, judge_messages
 
 GIB = 2**30
 SHARED_ED = REPO_ROOT.parent / "shared" / "ed"
@@ -676,7 +676,7 @@ def render(plan_dict: dict) -> str:
         f"plan for profile {plan_dict['profile']}: device {plan_dict['device']}; "
         f"limits GPU {lim['cuda']:g} GiB, "
         f"CPU {lim['cpu']:.0f} GiB",
-        "memory is an estimate (synthempathy/plan.py says how); <= marks an upper bound; tok = tokens",
+        "memory is an estimate (synthempathy/chain/plan.py says how); <= marks an upper bound; tok = tokens",
     ]
     for st in plan_dict["stages"]:
         lines += ["", st["stage"]]
