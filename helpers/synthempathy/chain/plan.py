@@ -44,8 +44,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..lib import arms, sft
 from ..lib.dialogue import chat_pairs, generation_messages, prompts
@@ -241,53 +242,26 @@ def _mean(xs: list[int], default: int) -> int:
     return round(sum(xs) / len(xs)) if xs else default
 
 
-# -- the plan ----------------------------------------------------------------------------------------
+# -- where models go --------------------------------------------------------------------------------
 
 
-def plan(cfg, gpu_gib: float = 80, cpu_gib: float | None = None, gpu: bool | None = None) -> dict:
-    """The dry run of a profile: {"profile", "device", "limits", "data", "stages": [...], "warnings"}.
+@dataclass
+class Placement:
+    """Where a profile's in-process models go and how much memory each device has; collects the warnings met
+    while sizing them."""
 
-    `gpu` says whether a GPU is present for `device: auto` (None: ask the driver). Each stage has "models"
-    (role,
-    spec, where, device, params, estimate_gib, parts, fits) and "requests" (what, count, where, tokens_in,
-    tokens_out, note), and "together" (role groups held at once)."""
-    if cpu_gib is None:
-        import psutil
+    cfg: Any
+    device: str  # "cuda" or "cpu", `device: auto` resolved
+    device_note: str  # the device as the plan prints it, with how `auto` was resolved
+    limits: dict[str, float]  # GiB per device
+    warnings: list[str] = field(default_factory=list)
 
-        cpu_gib = psutil.virtual_memory().total / GIB
-    gpu = gpu_present() if gpu is None else gpu
-    device = cfg.device if cfg.device != "auto" else ("cuda" if gpu else "cpu")
-    device_note = (
-        f"auto -> {device} ({'an NVIDIA GPU is' if gpu else 'no NVIDIA GPU'} seen here; cuda if present "
-        "else cpu)"
-        if cfg.device == "auto"
-        else device
-    )
-    limits = {"cuda": float(gpu_gib), "cpu": float(cpu_gib)}
-    warnings: list[str] = []
-    if device == "cuda" and not gpu:
-        warnings.append(
-            f"the profile asks for cuda and this machine shows no NVIDIA GPU: estimates are for a GPU of "
-            f"{gpu_gib:g} GiB (--gpu-gib)"
-        )
+    def where(self, endpoints: list[str]) -> str:
+        return ", ".join(endpoints) if endpoints else f"in process ({self.device})"
 
-    train, n_train, train_note = _capped(
-        *_read(cfg.data_source, cfg.train_split, cfg, "train"), cfg.max_seed_records, "max_seed_records"
-    )
-    evals, n_eval, eval_note = _capped(
-        *_read(cfg.eval_source or cfg.data_source, cfg.eval_split, cfg, "eval"),
-        cfg.max_eval_records,
-        "max_eval_records",
-    )
-    seeds = train[: cfg.gen_max_seeds] if train is not None and cfg.gen_max_seeds else train
-    n_seeds = (
-        len(seeds)
-        if seeds is not None
-        else (min(x for x in (n_train, cfg.gen_max_seeds) if x) if (n_train or cfg.gen_max_seeds) else None)
-    )
-    system = prompts()["system"]
-
-    def model(role, spec, endpoints, mode="infer", batch=1, seq=0, logits_seq=0):
+    def model(self, role, spec, endpoints, mode="infer", batch=1, seq=0, logits_seq=0) -> dict:
+        """One model of a stage: its size, and at endpoints (the server's memory) or in process with an
+        estimate of its memory and whether that fits the device."""
         arch = model_size(spec)
         row = {
             "role": role,
@@ -304,327 +278,432 @@ def plan(cfg, gpu_gib: float = 80, cpu_gib: float | None = None, gpu: bool | Non
                 "parts": {},
                 "fits": None,
             }
-        gib, parts = _estimate(arch, device, mode, cfg, batch, seq, logits_seq)
+        gib, parts = _estimate(arch, self.device, mode, self.cfg, batch, seq, logits_seq)
         if arch is None:
-            warnings.append(
+            self.warnings.append(
                 f"{role} {spec}: unknown size (not in the table, no config.json, no size in the name): "
                 "its memory is not estimated"
             )
         return {
             **row,
-            "where": f"in process ({device})",
-            "device": device,
+            "where": f"in process ({self.device})",
+            "device": self.device,
             "estimate_gib": gib,
             "parts": parts,
-            "fits": None if gib is None else gib <= limits[device],
+            "fits": None if gib is None else gib <= self.limits[self.device],
         }
 
-    def req(what, count, where, tin, tout, note=""):
-        return {
-            "what": what,
-            "count": count,
-            "where": where,
-            "tokens_in": tin,
-            "tokens_out": tout,
-            "note": note,
-        }
 
-    def where(endpoints):
-        return ", ".join(endpoints) if endpoints else f"in process ({device})"
+def placement(cfg, gpu_gib: float, cpu_gib: float | None, gpu: bool | None) -> Placement:
+    """The device in-process models go to (`device: auto`: cuda when a GPU is present), the memory limits, and
+    a warning when the profile asks for cuda of a machine that shows no NVIDIA GPU."""
+    if cpu_gib is None:
+        import psutil
 
-    def mul(*xs):
-        return None if any(x is None for x in xs) else math.prod(xs)
-
-    stages = [
-        {
-            "stage": "00_data",
-            "models": [],
-            "requests": [],
-            "together": [],
-            "notes": [f"train: {train_note}", f"eval: {eval_note}"],
-        }
-    ]
-
-    # 01_generate
-    gen_prompts = [
-        chat_tokens(generation_messages(r["history"], r["response"], format_example=cfg.format_example))
-        for r in seeds or []
-    ]
-    if not gen_prompts:  # no seed text here: the instruction around a 3-turn seed
-        gen_prompts = [
-            chat_tokens(
-                generation_messages(
-                    ["x" * 4 * SYN_TURN_TOKENS] * 2,
-                    "x" * 4 * SYN_TURN_TOKENS,
-                    format_example=cfg.format_example,
-                )
-            )
-        ] * (n_seeds or 0)
-    n_gen = mul(n_seeds, cfg.passes)
-    gen_ep = cfg.gen_endpoints if cfg.gen_backend == "openai" else []
-    gen_where = where(gen_ep)
-    stages.append(
-        {
-            "stage": "01_generate",
-            "together": [],
-            "notes": [],
-            "models": [
-                model(
-                    "generator",
-                    cfg.generator_model,
-                    gen_ep,
-                    batch=cfg.gen_batch_size,
-                    seq=max(gen_prompts, default=600) + cfg.gen_max_new_tokens,
-                )
-            ],
-            "requests": [
-                req(
-                    "generations",
-                    n_gen,
-                    gen_where,
-                    mul(sum(gen_prompts), cfg.passes) if gen_prompts else None,
-                    mul(n_gen, cfg.gen_max_new_tokens),
-                    f"{_q(n_seeds)} seeds x {cfg.passes} passes",
-                )
-            ],
-        }
+        cpu_gib = psutil.virtual_memory().total / GIB
+    gpu = gpu_present() if gpu is None else gpu
+    device = cfg.device if cfg.device != "auto" else ("cuda" if gpu else "cpu")
+    seen = "an NVIDIA GPU is" if gpu else "no NVIDIA GPU"
+    note = (
+        f"auto -> {device} ({seen} seen here; cuda if present else cpu)" if cfg.device == "auto" else device
     )
+    place = Placement(cfg, device, note, {"cuda": float(gpu_gib), "cpu": float(cpu_gib)})
+    if device == "cuda" and not gpu:
+        place.warnings.append(
+            f"the profile asks for cuda and this machine shows no NVIDIA GPU: estimates are for a GPU of "
+            f"{gpu_gib:g} GiB (--gpu-gib)"
+        )
+    return place
 
-    # 02_quality: an example is k earlier rounds and the speaker's next turn
-    turns = 2 * (1 + cfg.max_k) / 2 + 1
+
+# -- what the stages share ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Data:
+    """The records a dry run sizes a profile by (None where not read here), their counts (None: unknown) and
+    where they came from."""
+
+    train: list | None
+    n_train: int | None
+    train_note: str
+    evals: list | None
+    n_eval: int | None
+    eval_note: str
+    seeds: list | None  # the training records generation starts from
+    n_seeds: int | None
+
+
+def read_data(cfg) -> Data:
+    """The training and evaluation records as the profile caps them, and the seeds generation uses."""
+    train, n_train, train_note = _capped(
+        *_read(cfg.data_source, cfg.train_split, cfg, "train"), cfg.max_seed_records, "max_seed_records"
+    )
+    evals, n_eval, eval_note = _capped(
+        *_read(cfg.eval_source or cfg.data_source, cfg.eval_split, cfg, "eval"),
+        cfg.max_eval_records,
+        "max_eval_records",
+    )
+    seeds = train[: cfg.gen_max_seeds] if train is not None and cfg.gen_max_seeds else train
+    n_seeds = (
+        len(seeds)
+        if seeds is not None
+        else (min(x for x in (n_train, cfg.gen_max_seeds) if x) if (n_train or cfg.gen_max_seeds) else None)
+    )
+    return Data(train, n_train, train_note, evals, n_eval, eval_note, seeds, n_seeds)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What several stages' estimates build on: how many synthetic examples there are at most, their token
+    length and an ED training example's, the judge's prompt template and batch."""
+
+    n_ex: int | None  # synthetic examples, an upper bound: one per generation
+    syn_hist: int  # tokens of a synthetic history (2k+1 turns)
+    ed_tok: int  # tokens of an ED training example, as the trainer cuts it
+    judge_tmpl: int  # tokens of the judge's longest template, without the history and reply
+    judge_batch: int
+    authors_judge: bool  # judge_prompt authors: the judge also samples an answer
+
+
+def shared_estimates(cfg, data: Data) -> Shared:
+    turns = 2 * (1 + cfg.max_k) / 2 + 1  # an example is k earlier rounds and the speaker's next turn
     syn_hist = round(turns * (SYN_TURN_TOKENS + MSG_TOKENS))
-    disc_in = syn_hist + tokens(system) + 2 * MSG_TOKENS
-    n_ex = n_gen  # upper bound: one example per generation
+    system = prompts()["system"]
     ed_ex = [
         min(cfg.max_length, chat_tokens(chat_pairs(r["history"], system)) + tokens(r["response"]))
-        for r in train or []
+        for r in data.train or []
     ]
-    ed_tok = _mean(ed_ex, syn_hist)
-    templates = {
-        c: chat_tokens([(m["role"], m["content"]) for m in judge_messages([], "", c)]) for c in CRITERIA
-    }
-    judge_tmpl = max(templates.values())
-    n_sanity = 2 * min(cfg.sanity_pairs, n_train) if n_train else None
-    judge_items = None if n_ex is None or n_sanity is None else n_ex + n_sanity
+    templates = [
+        chat_tokens([(m["role"], m["content"]) for m in judge_messages([], "", c)]) for c in CRITERIA
+    ]
     authors_judge = cfg.judge_prompt == "authors"
-
-    def judge_reqs(items, hist_tokens, reply_tokens, label):
-        n = mul(items, len(CRITERIA))
-        out = [
-            req(
-                "judge scores",
-                n,
-                where(cfg.judge_endpoints),
-                mul(n, judge_tmpl + hist_tokens + reply_tokens),
-                n,
-                f"{label}, x 3 criteria, 1 token each",
-            )
-        ]
-        if authors_judge:
-            out.append(
-                req(
-                    "judge sampled answers",
-                    n,
-                    out[0]["where"],
-                    out[0]["tokens_in"],
-                    mul(n, AUTHORS_JUDGE_TOKENS),
-                    "judge_prompt authors: their sampled text, beside the score",
-                )
-            )
-        return out
-
-    md_steps = cfg.max_steps or (
-        math.ceil(cfg.epochs * math.ceil(n_train / cfg.train_batch_size)) if n_train else None
+    # the authors' judge samples an answer in generation's batches
+    judge_batch = max(cfg.judge_batch_size, cfg.gen_batch_size) if authors_judge else cfg.judge_batch_size
+    return Shared(
+        n_ex=mul(data.n_seeds, cfg.passes),
+        syn_hist=syn_hist,
+        ed_tok=_mean(ed_ex, syn_hist),
+        judge_tmpl=max(templates),
+        judge_batch=judge_batch,
+        authors_judge=authors_judge,
     )
-    judge_batch = cfg.judge_batch_size if not authors_judge else max(cfg.judge_batch_size, cfg.gen_batch_size)
-    judge_seq = judge_tmpl + syn_hist + 2 * SYN_TURN_TOKENS + (AUTHORS_JUDGE_TOKENS if authors_judge else 0)
-    q_models = [
-        model(
-            "judge",
-            cfg.judge_model,
-            cfg.judge_endpoints,
-            batch=judge_batch,
-            seq=judge_seq,
-            logits_seq=judge_seq,
-        )
-    ]
-    q_reqs = []
-    if cfg.disc_checkpoint:
-        disc_spec = cfg.disc_checkpoint
-    else:
-        disc_spec = cfg.base_model
-        q_models.insert(0, model("M_D training", cfg.base_model, [], mode="train"))
-        q_reqs.append(
+
+
+def mul(*xs):
+    """The product, or None (unknown) when a factor is."""
+    return None if any(x is None for x in xs) else math.prod(xs)
+
+
+def req(what, count, where, tin, tout, note="") -> dict:
+    """One kind of request a stage sends: how many, where to, tokens in and out (None: unknown or none)."""
+    return {"what": what, "count": count, "where": where, "tokens_in": tin, "tokens_out": tout, "note": note}
+
+
+def stage_row(stage: str, models: list, requests: list, notes=(), together=()) -> dict:
+    return {
+        "stage": stage,
+        "models": models,
+        "requests": requests,
+        "notes": list(notes),
+        "together": list(together),
+    }
+
+
+def training_steps(cfg, records: int | None) -> int | None:
+    """Optimizer steps of one training on `records` examples (max_steps, when set, wins)."""
+    return cfg.max_steps or (
+        math.ceil(cfg.epochs * math.ceil(records / cfg.train_batch_size)) if records else None
+    )
+
+
+def judge_requests(place: Placement, sh: Shared, items, hist_tokens, reply_tokens, label) -> list[dict]:
+    """The judge's score requests for `items` replies, 3 criteria each (and with judge_prompt authors, their
+    sampled answers beside the score)."""
+    n = mul(items, len(CRITERIA))
+    where = place.where(place.cfg.judge_endpoints)
+    tokens_in = mul(n, sh.judge_tmpl + hist_tokens + reply_tokens)
+    out = [req("judge scores", n, where, tokens_in, n, f"{label}, x 3 criteria, 1 token each")]
+    if sh.authors_judge:
+        out.append(
             req(
-                "M_D training steps",
-                md_steps,
-                where([]),
-                mul(n_train, ed_tok, cfg.epochs),
-                None,
-                f"{_q(n_train)} ED records, batch {cfg.train_batch_size}, {cfg.epochs:g} epoch(s)",
+                "judge sampled answers",
+                n,
+                where,
+                tokens_in,
+                mul(n, AUTHORS_JUDGE_TOKENS),
+                "judge_prompt authors: their sampled text, beside the score",
             )
         )
-    q_models.insert(
-        -1,
-        model(
+    return out
+
+
+# -- the stages --------------------------------------------------------------------------------------
+
+
+def data_stage(data: Data) -> dict:
+    return stage_row("00_data", [], [], notes=[f"train: {data.train_note}", f"eval: {data.eval_note}"])
+
+
+def generate_stage(place: Placement, data: Data, sh: Shared) -> dict:
+    """01_generate: one generation per seed and pass."""
+    cfg = place.cfg
+    prompts_tokens = [
+        chat_tokens(generation_messages(r["history"], r["response"], format_example=cfg.format_example))
+        for r in data.seeds or []
+    ]
+    if not prompts_tokens:  # no seed text here: the instruction around a 3-turn seed
+        turn = "x" * 4 * SYN_TURN_TOKENS
+        one = chat_tokens(generation_messages([turn] * 2, turn, format_example=cfg.format_example))
+        prompts_tokens = [one] * (data.n_seeds or 0)
+    endpoints = cfg.gen_endpoints if cfg.gen_backend == "openai" else []
+    generator = place.model(
+        "generator",
+        cfg.generator_model,
+        endpoints,
+        batch=cfg.gen_batch_size,
+        seq=max(prompts_tokens, default=600) + cfg.gen_max_new_tokens,
+    )
+    generations = req(
+        "generations",
+        sh.n_ex,
+        place.where(endpoints),
+        mul(sum(prompts_tokens), cfg.passes) if prompts_tokens else None,
+        mul(sh.n_ex, cfg.gen_max_new_tokens),
+        f"{_q(data.n_seeds)} seeds x {cfg.passes} passes",
+    )
+    return stage_row("01_generate", [generator], [generations])
+
+
+def quality_stage(place: Placement, data: Data, sh: Shared) -> dict:
+    """02_quality: M_D (trained on ED unless a checkpoint is given) answers every example, held with the
+    embedder; the judge scores the examples and the sanity pairs."""
+    cfg, n_train = place.cfg, data.n_train
+    judge_seq = (
+        sh.judge_tmpl + sh.syn_hist + 2 * SYN_TURN_TOKENS + (AUTHORS_JUDGE_TOKENS if sh.authors_judge else 0)
+    )
+    # sized first, so that its warning (an unknown size) comes first, as the plan has always listed them
+    judge = place.model(
+        "judge",
+        cfg.judge_model,
+        cfg.judge_endpoints,
+        batch=sh.judge_batch,
+        seq=judge_seq,
+        logits_seq=judge_seq,
+    )
+    models, requests = [], []
+    if not cfg.disc_checkpoint:  # M_D is trained here on ED
+        models.append(place.model("M_D training", cfg.base_model, [], mode="train"))
+        requests.append(md_training(place, data, sh))
+    disc_in = sh.syn_hist + tokens(prompts()["system"]) + 2 * MSG_TOKENS
+    models += [
+        place.model(
             "M_D answering",
-            disc_spec,
+            cfg.disc_checkpoint or cfg.base_model,
             cfg.disc_endpoints,
             batch=cfg.gen_batch_size,
             seq=disc_in + cfg.disc_max_new_tokens,
         ),
-    )
-    q_models.insert(-1, model("embedder", cfg.embedder, [], mode="embed"))
-    q_reqs += [
+        place.model("embedder", cfg.embedder, [], mode="embed"),
+        judge,
+    ]
+    requests += [
         req(
             "M_D answers",
-            n_ex,
-            where(cfg.disc_endpoints),
-            mul(n_ex, disc_in),
-            mul(n_ex, cfg.disc_max_new_tokens),
+            sh.n_ex,
+            place.where(cfg.disc_endpoints),
+            mul(sh.n_ex, disc_in),
+            mul(sh.n_ex, cfg.disc_max_new_tokens),
             "<= one per generation (parsed examples)",
         ),
-        req("embeddings", mul(n_ex, 2), where([]), None, None, "synthetic replies and M_D's"),
+        req("embeddings", mul(sh.n_ex, 2), place.where([]), None, None, "synthetic replies and M_D's"),
     ]
-    q_reqs += judge_reqs(
-        judge_items, syn_hist, SYN_TURN_TOKENS, f"<= {_q(n_ex)} examples + {_q(n_sanity)} sanity pairs"
+    n_sanity = 2 * min(cfg.sanity_pairs, n_train) if n_train else None
+    items = None if sh.n_ex is None or n_sanity is None else sh.n_ex + n_sanity
+    requests += judge_requests(
+        place,
+        sh,
+        items,
+        sh.syn_hist,
+        SYN_TURN_TOKENS,
+        f"<= {_q(sh.n_ex)} examples + {_q(n_sanity)} sanity pairs",
     )
-    stages.append(
-        {
-            "stage": "02_quality",
-            "models": q_models,
-            "requests": q_reqs,
-            "notes": [],
-            "together": [["M_D answering", "embedder"]],
-        }
+    return stage_row("02_quality", models, requests, together=[["M_D answering", "embedder"]])
+
+
+def md_training(place: Placement, data: Data, sh: Shared) -> dict:
+    """The training steps of M_D, the discriminator, on the ED records."""
+    cfg, n_train = place.cfg, data.n_train
+    return req(
+        "M_D training steps",
+        training_steps(cfg, n_train),
+        place.where([]),
+        mul(n_train, sh.ed_tok, cfg.epochs),
+        None,
+        f"{_q(n_train)} ED records, batch {cfg.train_batch_size}, {cfg.epochs:g} epoch(s)",
     )
 
-    # 03_diversity
-    stages.append(
-        {
-            "stage": "03_diversity",
-            "models": [model("embedder", cfg.embedder, [], mode="embed")],
-            "requests": [
-                req(
-                    "embeddings",
-                    None if n_ex is None or n_train is None else n_ex + n_train,
-                    where([]),
-                    None,
-                    None,
-                    "<= synthetic examples + seeds (cached from 02)",
-                )
-            ],
-            "notes": [],
-            "together": [],
-        }
+
+def diversity_stage(place: Placement, data: Data, sh: Shared) -> dict:
+    """03_diversity: the embeddings of the examples and the seeds (cached from 02)."""
+    n = None if sh.n_ex is None or data.n_train is None else sh.n_ex + data.n_train
+    embedder = place.model("embedder", place.cfg.embedder, [], mode="embed")
+    return stage_row(
+        "03_diversity",
+        [embedder],
+        [req("embeddings", n, place.where([]), None, None, "<= synthetic examples + seeds (cached from 02)")],
     )
 
-    # 04_finetune
+
+def finetune_stage(place: Placement, data: Data, sh: Shared) -> dict:
+    """04_finetune: one LoRA adapter per arm and sweep run, per training seed, one at a time."""
+    cfg = place.cfg
     sweep = arms.sweep_runs(cfg)
-    n_adapters = (len(cfg.arms) + len(sweep)) * len(cfg.train_seeds)
-    ft_reqs = []
-    for name in [*cfg.arms, *(s[0] for s in sweep)]:
-        syn = 0 if name == "ed" else n_ex
-        total = None if n_train is None or syn is None else n_train + syn
-        steps = cfg.max_steps or (
-            math.ceil(cfg.epochs * math.ceil(total / cfg.train_batch_size)) if total else None
-        )
-        tin = (
-            None
-            if n_train is None or syn is None
-            else (n_train * ed_tok + syn * (syn_hist + SYN_TURN_TOKENS))
-        )
-        bound = "" if name == "ed" else "<= "
-        ft_reqs.append(
-            req(
-                f"{name} steps",
-                mul(steps, len(cfg.train_seeds)),
-                where([]),
-                mul(tin, cfg.epochs, len(cfg.train_seeds)),
-                None,
-                f"{len(cfg.train_seeds)} seed(s) x {bound}{_q(steps)} steps on {_q(n_train)} ED + "
-                f"{bound}{_q(syn)} "
-                f"synthetic",
-            )
-        )
-    stages.append(
-        {
-            "stage": "04_finetune",
-            "models": [
-                model(f"{n_adapters} LoRA adapters (one at a time)", cfg.base_model, [], mode="train")
-            ],
-            "requests": ft_reqs,
-            "together": [],
-            "notes": [
-                f"{len(cfg.arms)} arms x {len(cfg.train_seeds)} seeds + {len(sweep)} sweep runs x "
-                f"{len(cfg.train_seeds)} seeds = {n_adapters} adapters"
-            ],
-        }
+    seeds = len(cfg.train_seeds)
+    n_adapters = (len(cfg.arms) + len(sweep)) * seeds
+    requests = [arm_training(place, data, sh, name) for name in [*cfg.arms, *(s[0] for s in sweep)]]
+    adapters = place.model(f"{n_adapters} LoRA adapters (one at a time)", cfg.base_model, [], mode="train")
+    return stage_row(
+        "04_finetune",
+        [adapters],
+        requests,
+        notes=[
+            f"{len(cfg.arms)} arms x {seeds} seeds + {len(sweep)} sweep runs x {seeds} seeds "
+            f"= {n_adapters} adapters"
+        ],
     )
 
-    # 05_evaluate
-    eval_ep = list(getattr(cfg, "eval_endpoints", []) or [])
-    eval_prompts = [chat_tokens(chat_pairs(r["history"], *sft.arm_input(cfg))) for r in evals or []]
-    eval_in = _mean(eval_prompts, syn_hist)
-    judged = 1 + len(cfg.arms) * len(cfg.train_seeds)
-    sweep_models = len(sweep) * len(cfg.train_seeds)
-    n_pred = mul(judged + sweep_models, n_eval)
-    hist = _mean([tokens("\n".join(r["history"])) for r in evals or []], syn_hist)
+
+def arm_training(place: Placement, data: Data, sh: Shared, name: str) -> dict:
+    """The training steps of one arm (or sweep run) over every seed: ED plus, but for `ed`, the synthetic
+    examples it keeps (at most all of them)."""
+    cfg, n_train = place.cfg, data.n_train
+    syn = 0 if name == "ed" else sh.n_ex
+    known = n_train is not None and syn is not None
+    steps = training_steps(cfg, n_train + syn if known else None)
+    tokens_in = n_train * sh.ed_tok + syn * (sh.syn_hist + SYN_TURN_TOKENS) if known else None
+    bound = "" if name == "ed" else "<= "
+    seeds = len(cfg.train_seeds)
+    return req(
+        f"{name} steps",
+        mul(steps, seeds),
+        place.where([]),
+        mul(tokens_in, cfg.epochs, seeds),
+        None,
+        f"{seeds} seed(s) x {bound}{_q(steps)} steps on {_q(n_train)} ED + {bound}{_q(syn)} synthetic",
+    )
+
+
+def evaluate_stage(place: Placement, data: Data, sh: Shared) -> dict:
+    """05_evaluate: predictions of the base, every arm and sweep run on the evaluation records, their
+    embeddings, the judge's scores (the sweep not judged) and the A/B judge's verdicts."""
+    cfg, n_eval = place.cfg, data.n_eval
+    endpoints = list(getattr(cfg, "eval_endpoints", []) or [])
+    prompts_tokens = [chat_tokens(chat_pairs(r["history"], *sft.arm_input(cfg))) for r in data.evals or []]
+    prompt_in = _mean(prompts_tokens, sh.syn_hist)
+    longest = max(prompts_tokens, default=prompt_in)
+    hist = _mean([tokens("\n".join(r["history"])) for r in data.evals or []], sh.syn_hist)
     reply = min(cfg.eval_max_new_tokens, 2 * SYN_TURN_TOKENS)
-    ab_n = min(x for x in (cfg.ab_records, n_eval) if x) if (cfg.ab_records or n_eval) else None
-    n_ab = mul(len(cfg.ab_comparisons), len(cfg.train_seeds), ab_n, 2, len(CRITERIA))
-    e_seq = max(eval_prompts, default=eval_in) + cfg.eval_max_new_tokens
-    j_seq = judge_tmpl + max(eval_prompts, default=eval_in) + 2 * cfg.eval_max_new_tokens
-    e_models = [
-        model("predictions", cfg.base_model, eval_ep, batch=cfg.gen_batch_size, seq=e_seq),
-        model("embedder", cfg.embedder, [], mode="embed"),
-        model("judge", cfg.judge_model, cfg.judge_endpoints, batch=judge_batch, seq=j_seq, logits_seq=j_seq),
+    judged = 1 + len(cfg.arms) * len(cfg.train_seeds)
+    judge_seq = sh.judge_tmpl + longest + 2 * cfg.eval_max_new_tokens
+    models = [
+        place.model(
+            "predictions",
+            cfg.base_model,
+            endpoints,
+            batch=cfg.gen_batch_size,
+            seq=longest + cfg.eval_max_new_tokens,
+        ),
+        place.model("embedder", cfg.embedder, [], mode="embed"),
+        place.model(
+            "judge",
+            cfg.judge_model,
+            cfg.judge_endpoints,
+            batch=sh.judge_batch,
+            seq=judge_seq,
+            logits_seq=judge_seq,
+        ),
     ]
-    e_reqs = [
+    requests = [
+        *prediction_requests(place, endpoints, n_eval, prompt_in, judged),
+        *judge_requests(
+            place,
+            sh,
+            mul(judged, n_eval),
+            hist,
+            reply,
+            f"{judged} models x {_q(n_eval)} records; sweep not judged",
+        ),
+        ab_judge_request(place, sh, n_eval, hist, reply),
+    ]
+    return stage_row("05_evaluate", models, requests, together=[["embedder", "judge"]])
+
+
+def prediction_requests(
+    place: Placement, endpoints: list[str], n_eval, prompt_in: int, judged: int
+) -> list[dict]:
+    """The predictions of the base, every arm and every sweep run, and their embeddings (and the golds')."""
+    cfg = place.cfg
+    sweep_models = len(arms.sweep_runs(cfg)) * len(cfg.train_seeds)
+    n_pred = mul(judged + sweep_models, n_eval)
+    how = "" if endpoints else f"; each adapter merged into the base in turn, batch {cfg.gen_batch_size}"
+    return [
         req(
             "predictions",
             n_pred,
-            where(eval_ep) + (" (LoRA modules <arm>.seed-<s>)" if eval_ep else ""),
-            mul(n_pred, eval_in),
+            place.where(endpoints) + (" (LoRA modules <arm>.seed-<s>)" if endpoints else ""),
+            mul(n_pred, prompt_in),
             mul(n_pred, cfg.eval_max_new_tokens),
             f"(base + {len(cfg.arms)} arms x {len(cfg.train_seeds)} seeds + {sweep_models} sweep) x "
-            f"{_q(n_eval)} "
-            "records"
-            + ("" if eval_ep else f"; each adapter merged into the base in turn, batch {cfg.gen_batch_size}"),
+            f"{_q(n_eval)} records" + how,
         ),
-        req("embeddings", mul(n_pred, 2), where([]), None, None, "predictions and golds"),
+        req("embeddings", mul(n_pred, 2), place.where([]), None, None, "predictions and golds"),
     ]
-    e_reqs += judge_reqs(
-        mul(judged, n_eval), hist, reply, f"{judged} models x {_q(n_eval)} records; sweep not judged"
-    )
-    e_reqs.append(
-        req(
-            "A/B judge",
-            n_ab,
-            where(cfg.judge_endpoints),
-            mul(n_ab, judge_tmpl + hist + 2 * reply),
-            n_ab,
-            f"{len(cfg.ab_comparisons)} pairs x {len(cfg.train_seeds)} seeds x {_q(ab_n)} records x 2 orders "
-            "x 3 criteria (<=: identical replies are not asked)",
-        )
-    )
-    stages.append(
-        {
-            "stage": "05_evaluate",
-            "models": e_models,
-            "requests": e_reqs,
-            "notes": [],
-            "together": [["embedder", "judge"]],
-        }
+
+
+def ab_judge_request(place: Placement, sh: Shared, n_eval, hist: int, reply: int) -> dict:
+    """The A/B judge: each compared pair of arms, per seed, on ab_records histories, in both orders."""
+    cfg = place.cfg
+    ab_n = min(x for x in (cfg.ab_records, n_eval) if x) if (cfg.ab_records or n_eval) else None
+    n_ab = mul(len(cfg.ab_comparisons), len(cfg.train_seeds), ab_n, 2, len(CRITERIA))
+    return req(
+        "A/B judge",
+        n_ab,
+        place.where(cfg.judge_endpoints),
+        mul(n_ab, sh.judge_tmpl + hist + 2 * reply),
+        n_ab,
+        f"{len(cfg.ab_comparisons)} pairs x {len(cfg.train_seeds)} seeds x {_q(ab_n)} records x 2 orders "
+        "x 3 criteria (<=: identical replies are not asked)",
     )
 
+
+# -- the plan ----------------------------------------------------------------------------------------
+
+
+def plan(cfg, gpu_gib: float = 80, cpu_gib: float | None = None, gpu: bool | None = None) -> dict:
+    """The dry run of a profile: {"profile", "device", "limits", "data", "stages": [...], "warnings"}.
+
+    `gpu` says whether a GPU is present for `device: auto` (None: ask the driver). Each stage has "models"
+    (role, spec, where, device, params, estimate_gib, parts, fits) and "requests" (what, count, where,
+    tokens_in, tokens_out, note), and "together" (role groups held at once)."""
+    place = placement(cfg, gpu_gib, cpu_gib, gpu)
+    data = read_data(cfg)
+    sh = shared_estimates(cfg, data)
+    stages = [
+        data_stage(data),
+        generate_stage(place, data, sh),
+        quality_stage(place, data, sh),
+        diversity_stage(place, data, sh),
+        finetune_stage(place, data, sh),
+        evaluate_stage(place, data, sh),
+    ]
     return {
         "profile": cfg.profile,
-        "device": device_note,
-        "limits": limits,
+        "device": place.device_note,
+        "limits": place.limits,
         "stages": stages,
-        "warnings": list(dict.fromkeys(warnings)),
-        "data": {"train": n_train, "seeds": n_seeds, "eval": n_eval},
+        "warnings": list(dict.fromkeys(place.warnings)),
+        "data": {"train": data.n_train, "seeds": data.n_seeds, "eval": data.n_eval},
     }
 
 
