@@ -9,9 +9,10 @@ import sys
 from .config import ConfigError, load_config
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synthempathy", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options, in the order --help lists them."""
+    top = argparse.ArgumentParser(prog="python -m synthempathy", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="execute the numbered notebooks with papermill")
     run.add_argument("--profile", default="tiny", help="configs/<profile>.yaml or a path to a YAML profile")
@@ -73,60 +74,81 @@ def main(argv: list[str] | None = None) -> int:
     dry.add_argument("--gpu-gib", type=float, default=80, help="memory of the GPU in-process models go to (GiB)")
     dry.add_argument("--cpu-gib", type=float, default=None, help="memory for models on the CPU (default: this RAM)")
 
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        if args.command == "metrics":
-            from ..lib.metrics import score_file
-
-            try:
-                scores = score_file(args.predictions, args.prediction_field, args.gold_field, args.references)
-            except (OSError, ValueError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            print(json.dumps(scores, indent=2))  # already rounded to 6 decimals, as the authors print them
-        elif args.command == "fidelity":
-            from ..lib import fidelity
-
-            rows = {p: fidelity.table(load_config(p, args.param)) for p in args.profile or ["tiny"]}
-            if args.markdown:
-                print(fidelity.markdown(rows))
-            else:
-                print("\n\n".join(fidelity.render(r, p) for p, r in rows.items()))
-        elif args.command == "config":
-            print(json.dumps(load_config(args.profile, args.param).model_dump(), indent=2))
-        elif args.command == "chat":
-            from ..tools.chat import ChatError, serve
-            from .store import RunStore
-
-            cfg = load_config(args.profile, args.param)
-            try:
-                serve(cfg, RunStore(cfg.run_dir), args.port, args.seed)
-            except ChatError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-        elif args.command == "plan":
-            from .plan import command
-
-            return command(args.profile, args.param, args.gpu_gib, args.cpu_gib)
-        elif args.command == "annotate":
-            return annotate_command(args)
-        elif args.command == "export":
-            return export_command(args)
-        elif args.command == "run":
-            from .runner import StageFailed
-            from .runner import run as run_chain
-            from .store import RunLocked
-
-            try:
-                store = run_chain(args.profile, args.param, args.start, args.stop, force=args.force)
-            except (StageFailed, RunLocked) as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 1
-            print(f"run folder: {store.root}")
+        return COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+
+
+# One function per subcommand; each imports what it needs when it runs, so that `config` or `plan` answer in
+# about a second without loading torch.
+
+
+def run_command(args) -> int:
+    from .runner import StageFailed
+    from .runner import run as run_chain
+    from .store import RunLocked
+
+    try:
+        store = run_chain(args.profile, args.param, args.start, args.stop, force=args.force)
+    except (StageFailed, RunLocked) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"run folder: {store.root}")
     return 0
+
+
+def config_command(args) -> int:
+    print(json.dumps(load_config(args.profile, args.param).model_dump(), indent=2))
+    return 0
+
+
+def fidelity_command(args) -> int:
+    from ..lib import fidelity
+
+    rows = {p: fidelity.table(load_config(p, args.param)) for p in args.profile or ["tiny"]}
+    if args.markdown:
+        print(fidelity.markdown(rows))
+    else:
+        print("\n\n".join(fidelity.render(r, p) for p, r in rows.items()))
+    return 0
+
+
+def metrics_command(args) -> int:
+    from ..lib.metrics import score_file
+
+    try:
+        scores = score_file(args.predictions, args.prediction_field, args.gold_field, args.references)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(scores, indent=2))  # already rounded to 6 decimals, as the authors print them
+    return 0
+
+
+def chat_command(args) -> int:
+    from ..tools.chat import ChatError, serve
+    from .store import RunStore
+
+    cfg = load_config(args.profile, args.param)
+    try:
+        serve(cfg, RunStore(cfg.run_dir), args.port, args.seed)
+    except ChatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def plan_command(args) -> int:
+    from .plan import command
+
+    return command(args.profile, args.param, args.gpu_gib, args.cpu_gib)
 
 
 def annotate_command(args) -> int:
@@ -172,5 +194,13 @@ def export_command(args) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = {
+    "run": run_command,
+    "config": config_command,
+    "fidelity": fidelity_command,
+    "metrics": metrics_command,
+    "chat": chat_command,
+    "annotate": annotate_command,
+    "export": export_command,
+    "plan": plan_command,
+}
