@@ -2,8 +2,9 @@
 and three folders: lib/, chain/, tools/); every module imports only the layers below it (the foundation, the
 library, the stages, the machinery, the tools), a stage never imports another, and there is no import cycle; a
 notebook calls only its own stage module, the store and the plots (the last one also the tools: chat, rating kit,
-release); the config's declared reads are what the runner fingerprints and what a stage may read; the wheel ships
-the prompt file and every subpackage."""
+release); no function is over 80 lines, and a module over 300 says why it is one concept; the config's declared
+reads are what the runner fingerprints and what a stage may read; the wheel ships the prompt file and every
+subpackage."""
 
 import ast
 import json
@@ -185,6 +186,14 @@ def test_no_module_is_over_300_lines_without_saying_why():
         if text.count("\n") > 300:
             assert "over 300 lines" in (ast.get_docstring(ast.parse(text)) or "").lower(), (
                 f"{path.relative_to(PACKAGE)} has {text.count(chr(10))} lines and no reason in its docstring")
+
+
+def test_no_function_is_over_80_lines():
+    """A function is read in one view; a longer one is split into parts named for what they compute."""
+    long = [f"{module_name(path)}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in MODULES for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
+    assert not long, f"over 80 lines: {long}"
 
 
 def test_every_key_declares_its_readers_and_the_fingerprint_follows_them():

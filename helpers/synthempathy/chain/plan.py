@@ -417,6 +417,14 @@ def training_steps(cfg, records: int | None) -> int | None:
     )
 
 
+def judge_model(place: Placement, sh: Shared, seq: int) -> dict:
+    """The judge over prompts up to `seq` tokens; in process it also holds their full-sequence logits."""
+    cfg = place.cfg
+    return place.model(
+        "judge", cfg.judge_model, cfg.judge_endpoints, batch=sh.judge_batch, seq=seq, logits_seq=seq
+    )
+
+
 def judge_requests(place: Placement, sh: Shared, items, hist_tokens, reply_tokens, label) -> list[dict]:
     """The judge's score requests for `items` replies, 3 criteria each (and with judge_prompt authors, their
     sampled answers beside the score)."""
@@ -483,14 +491,7 @@ def quality_stage(place: Placement, data: Data, sh: Shared) -> dict:
         sh.judge_tmpl + sh.syn_hist + 2 * SYN_TURN_TOKENS + (AUTHORS_JUDGE_TOKENS if sh.authors_judge else 0)
     )
     # sized first, so that its warning (an unknown size) comes first, as the plan has always listed them
-    judge = place.model(
-        "judge",
-        cfg.judge_model,
-        cfg.judge_endpoints,
-        batch=sh.judge_batch,
-        seq=judge_seq,
-        logits_seq=judge_seq,
-    )
+    judge = judge_model(place, sh, judge_seq)
     models, requests = [], []
     if not cfg.disc_checkpoint:  # M_D is trained here on ED
         models.append(place.model("M_D training", cfg.base_model, [], mode="train"))
@@ -615,14 +616,7 @@ def evaluate_stage(place: Placement, data: Data, sh: Shared) -> dict:
             seq=longest + cfg.eval_max_new_tokens,
         ),
         place.model("embedder", cfg.embedder, [], mode="embed"),
-        place.model(
-            "judge",
-            cfg.judge_model,
-            cfg.judge_endpoints,
-            batch=sh.judge_batch,
-            seq=judge_seq,
-            logits_seq=judge_seq,
-        ),
+        judge_model(place, sh, judge_seq),
     ]
     requests = [
         *prediction_requests(place, endpoints, n_eval, prompt_in, judged),
