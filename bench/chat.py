@@ -56,10 +56,10 @@ def app_times(url: str, names: list[str], repeats: int) -> list[dict]:
 
 def baseline_seconds(cfg, spec: str, repeats: int) -> float:
     """Stage 05's answer to the same message: the merged adapter, greedy, one request, model loaded."""
+    from synthempathy.chain.store import JsonlCache
     from synthempathy.lib import sft
     from synthempathy.lib.backends import Request, Sampling, TransformersBackend
     from synthempathy.lib.dialogue import chat_pairs
-    from synthempathy.store import JsonlCache
 
     backend = TransformersBackend(spec, cfg.device, 1)
     system, transcript = sft.arm_input(cfg)
@@ -76,9 +76,9 @@ def baseline_seconds(cfg, spec: str, repeats: int) -> float:
 
 
 def main() -> None:
-    from synthempathy import chat
-    from synthempathy.config import load_config
-    from synthempathy.store import RunStore
+    from synthempathy.chain.config import load_config
+    from synthempathy.chain.store import RunStore
+    from synthempathy.tools import chat
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="tiny")

@@ -36,7 +36,7 @@ def main() -> None:
     print(f"# CPU: {cpu_flags(env)}; load average at start: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.in_place:
-            from synthempathy.config import load_config
+            from synthempathy.chain.config import load_config
 
             run_dir, where = load_config(args.profile).run_dir, []
             shutil.rmtree(run_dir, ignore_errors=True)  # cold: no cache survives

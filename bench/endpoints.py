@@ -43,13 +43,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 
 from synthempathy import evaluate, generate  # noqa: E402
-from synthempathy.config import load_config  # noqa: E402
+from synthempathy.chain.config import load_config  # noqa: E402
+from synthempathy.chain.store import JsonlCache, RunStore  # noqa: E402
 from synthempathy.lib import judging, sft  # noqa: E402
 from synthempathy.lib.backends import USAGE, OpenAIBackend, Request, Sampling  # noqa: E402
 from synthempathy.lib.dialogue import chat_pairs  # noqa: E402
 from synthempathy.lib.ed import load_ed  # noqa: E402
 from synthempathy.lib.models import packaged_file  # noqa: E402
-from synthempathy.store import JsonlCache, RunStore  # noqa: E402
 
 
 def start_server(threads: int) -> tuple[subprocess.Popen, str]:

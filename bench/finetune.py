@@ -79,7 +79,7 @@ def take_apart(quantization: str, batch_size: int, max_length: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     from trl import SFTConfig, SFTTrainer
 
-    from synthempathy.config import load_config
+    from synthempathy.chain.config import load_config
     from synthempathy.lib import sft
     from synthempathy.lib.dialogue import prompts
     from synthempathy.lib.ed import load_ed
@@ -126,7 +126,7 @@ def take_apart(quantization: str, batch_size: int, max_length: int) -> dict:
 def child(payload: dict) -> dict:
     import resource
 
-    from synthempathy.config import load_config
+    from synthempathy.chain.config import load_config
     from synthempathy.lib import sft, trainer
     from synthempathy.lib.ed import load_ed
 

@@ -39,10 +39,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from synthempathy import generate  # noqa: E402
-from synthempathy.config import load_config  # noqa: E402
+from synthempathy.chain.config import load_config  # noqa: E402
+from synthempathy.chain.store import JsonlCache  # noqa: E402
 from synthempathy.lib.backends import Request, TransformersBackend  # noqa: E402
 from synthempathy.lib.ed import load_ed  # noqa: E402
-from synthempathy.store import JsonlCache  # noqa: E402
 
 
 def build_requests(cfg, n: int) -> list[Request]:

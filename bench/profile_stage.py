@@ -25,9 +25,9 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from synthempathy.config import load_config  # noqa: E402
+from synthempathy.chain.config import load_config  # noqa: E402
+from synthempathy.chain.store import STAGES, read_json  # noqa: E402
 from synthempathy.lib.stage import Stage  # noqa: E402
-from synthempathy.store import STAGES, read_json  # noqa: E402
 
 # The helper calls each notebook makes (the notebooks add only plots and tables around them).
 CALLS = {

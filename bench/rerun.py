@@ -25,9 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from machine import cpu_flags  # noqa: E402
 
-from synthempathy import diversity, plots, quality, runner  # noqa: E402
-from synthempathy.config import load_config  # noqa: E402
-from synthempathy.store import RunStore, read_jsonl  # noqa: E402
+from synthempathy import diversity, plots, quality  # noqa: E402
+from synthempathy.chain import runner  # noqa: E402
+from synthempathy.chain.config import load_config  # noqa: E402
+from synthempathy.chain.store import RunStore, read_jsonl  # noqa: E402
 
 
 def timed(fn, *args, **kwargs) -> float:

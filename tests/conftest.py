@@ -29,7 +29,7 @@ def reference(tmp_path_factory):
     (overrides, store, runner output lines, network log). Tests copy it; none may change it."""
     from chain import no_network, overrides_for
 
-    from synthempathy import runner
+    from synthempathy.chain import runner
 
     root = tmp_path_factory.mktemp("reference")
     overrides, lines, log = overrides_for(root), [], root / "network.log"

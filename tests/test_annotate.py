@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from synthempathy import annotate
-from synthempathy.annotate import SheetError
-from synthempathy.config import load_config
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import RunStore, read_json, write_jsonl
 from synthempathy.lib.judging import CRITERIA
-from synthempathy.store import RunStore, read_json, write_jsonl
+from synthempathy.tools import annotate
+from synthempathy.tools.annotate import SheetError
 
 ARMS = ("synth_empathy", "ed", "ed_plus_random", "base")
 N = 10

@@ -9,15 +9,16 @@ import papermill as pm
 import pytest
 from authors_fixture import write_clone
 
-from synthempathy import data, diversity, finetune, generate, quality, runner
-from synthempathy.config import ConfigError, load_config
+from synthempathy import data, diversity, finetune, generate, quality
+from synthempathy.chain import runner
+from synthempathy.chain.config import ConfigError, load_config
+from synthempathy.chain.store import STAGES, ArtifactError, RunStore, hash_tree
 from synthempathy.lib import authors
 from synthempathy.lib.authors import AuthorsTextError
 from synthempathy.lib.backends import EndpointError
 from synthempathy.lib.ed import DataError
 from synthempathy.lib.models import ModelError
 from synthempathy.lib.stage import Stage
-from synthempathy.store import STAGES, ArtifactError, RunStore, hash_tree
 
 pytestmark = pytest.mark.slow
 

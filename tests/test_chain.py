@@ -21,9 +21,10 @@ import psutil
 import pytest
 from chain import COMPARED, no_network, overrides_for
 
-from synthempathy import plots, runner
+from synthempathy import plots
+from synthempathy.chain import runner
+from synthempathy.chain.store import STAGES, read_jsonl
 from synthempathy.lib import sft
-from synthempathy.store import STAGES, read_jsonl
 
 pytestmark = pytest.mark.slow
 

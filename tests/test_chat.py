@@ -15,10 +15,10 @@ import time
 import pytest
 from chain import GUARD
 
-from synthempathy import chat
-from synthempathy.__main__ import main
-from synthempathy.config import load_config
-from synthempathy.store import RunStore
+from synthempathy.chain.cli import main
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import RunStore
+from synthempathy.tools import chat
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags of a quiet headless Chromium on a closed network (no background calls, no first-run pages).

@@ -1,6 +1,6 @@
 import pytest
 
-from synthempathy.config import CONFIG_DIR, Config, ConfigError, load_config
+from synthempathy.chain.config import CONFIG_DIR, Config, ConfigError, load_config
 
 
 @pytest.mark.parametrize("profile", ["tiny", "small", "paper"])

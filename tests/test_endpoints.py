@@ -25,12 +25,12 @@ import pytest
 from test_openai_backend import LlamaServer, need_llama_cpp
 
 from synthempathy import evaluate
-from synthempathy.config import load_config
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import JsonlCache, RunStore
 from synthempathy.lib import judging, pairwise, sft
 from synthempathy.lib.backends import USAGE, OpenAIBackend, Request, Sampling
 from synthempathy.lib.dialogue import chat_pairs
 from synthempathy.lib.ed import load_ed
-from synthempathy.store import JsonlCache, RunStore
 
 needs_server = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
 TOKENS = 12  # new tokens per evaluation answer

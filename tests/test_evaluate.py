@@ -3,7 +3,7 @@
 import json
 
 from synthempathy import evaluate
-from synthempathy.__main__ import main
+from synthempathy.chain.cli import main
 from synthempathy.lib import metrics as M
 
 

@@ -1,4 +1,4 @@
-"""Releasing a run (synthempathy.export): the dataset and the adapters load back with `datasets` and `peft` and
+"""Releasing a run (synthempathy.tools.export): the dataset and the adapters load back with `datasets` and `peft` and
 match the run; a re-export gives the same bytes; a foreign folder, an unfinished or edited run are refused; and
 --push-to-hub fails at once offline, before any Hub call."""
 
@@ -8,10 +8,10 @@ import time
 import pytest
 from chain import no_network
 
-from synthempathy import export
-from synthempathy.config import load_config
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import RunStore, hash_tree, write_json, write_jsonl
 from synthempathy.lib import arms
-from synthempathy.store import RunStore, hash_tree, write_json, write_jsonl
+from synthempathy.tools import export
 
 CONFIGS = ("selected", "scored", "train_mix")
 RELEASED = ("00_data", "02_quality", "03_diversity", "04_finetune", "05_evaluate")

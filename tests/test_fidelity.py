@@ -12,7 +12,7 @@ import pytest
 from authors_fixture import write_clone
 
 from synthempathy import generate
-from synthempathy.config import ConfigError, load_config
+from synthempathy.chain.config import ConfigError, load_config
 from synthempathy.lib import authors, dialogue, fidelity, judging, sft
 from synthempathy.lib.kcenter import kcenter_greedy
 from synthempathy.lib.selection import kept_by_kcenter, select_quality
@@ -157,8 +157,8 @@ def test_a_sampled_answer_reads_as_its_first_score(text, score):
 
 @pytest.mark.slow
 def test_the_authors_judge_records_the_expected_and_the_sampled_score(clone, tmp_path):
+    from synthempathy.chain.store import JsonlCache
     from synthempathy.lib.backends import TransformersBackend
-    from synthempathy.store import JsonlCache
 
     judge = judging.InProcessJudge(TransformersBackend("packaged:smollm2-135m-instruct", "cpu", 4), batch_size=4)
     judge.authors = authors.authors_texts(str(clone), tmp_path / "cache")

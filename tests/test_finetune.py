@@ -11,9 +11,9 @@ import time
 import pytest
 
 from synthempathy import data, finetune
-from synthempathy.config import load_config
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import RunStore, write_jsonl
 from synthempathy.lib import sft
-from synthempathy.store import RunStore, write_jsonl
 
 pytestmark = pytest.mark.slow
 

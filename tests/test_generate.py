@@ -5,8 +5,8 @@ import random
 import pytest
 
 from synthempathy import generate as G
-from synthempathy.config import load_config
-from synthempathy.store import JsonlCache
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import JsonlCache
 
 CLEAN = ("I failed my driving test again today.", "That must be frustrating. What happened this time?")
 CLEAN2 = ("I panicked at the roundabout.", "Roundabouts rattle lots of people. You will get there.")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from synthempathy import data, generate
-from synthempathy.config import load_config
-from synthempathy.store import RunStore, read_jsonl
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import RunStore, read_jsonl
 
 pytestmark = pytest.mark.slow
 

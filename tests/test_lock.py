@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from synthempathy.store import LOCK_ENV, LOCK_FILE, RunLocked, RunStore
+from synthempathy.chain.store import LOCK_ENV, LOCK_FILE, RunLocked, RunStore
 
 TIMEOUT = 60  # one child process, start to end (about 1 s on an idle machine)
 
@@ -25,7 +25,7 @@ TIMEOUT = 60  # one child process, start to end (about 1 s on an idle machine)
 CHILD = """
 import json, sys, time
 import synthempathy.lib.stage as stage
-from synthempathy.store import RunLocked, RunStore
+from synthempathy.chain.store import RunLocked, RunStore
 stage.seed_everything = lambda seed: None  # no torch: the lock is what is tested
 mode, arg = sys.argv[1], json.loads(sys.argv[2])
 t0 = time.time()
@@ -208,7 +208,7 @@ def test_an_open_notebook_holds_nothing_and_a_step_only_while_it_runs(tmp_path, 
 
 
 def test_runner_run_on_a_folder_in_use_fails_fast_and_writes_nothing(tmp_path, run_overrides, holder, monkeypatch):
-    from synthempathy import runner
+    from synthempathy.chain import runner
 
     def no_stage(*args, **kwargs):
         raise AssertionError("runner.run started a stage in a run folder another process holds")

@@ -26,8 +26,8 @@ import nbformat
 import pytest
 from chain import COMPARED
 
-from synthempathy import runner
-from synthempathy.store import LOCK_FILE, STAGES, RunStore, hash_tree, read_json
+from synthempathy.chain import runner
+from synthempathy.chain.store import LOCK_FILE, STAGES, RunStore, hash_tree, read_json
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")

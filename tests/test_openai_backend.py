@@ -12,11 +12,11 @@ import time
 import pytest
 
 from synthempathy import data, generate
-from synthempathy.config import load_config
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import JsonlCache, RunStore, read_jsonl
 from synthempathy.lib.backends import EndpointError, OpenAIBackend
 from synthempathy.lib.ed import load_ed
 from synthempathy.lib.models import packaged_file
-from synthempathy.store import JsonlCache, RunStore, read_jsonl
 
 pytestmark = [
     pytest.mark.slow,

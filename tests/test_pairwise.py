@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from synthempathy.config import load_config
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import JsonlCache
 from synthempathy.lib import judging, pairwise
 from synthempathy.lib.dialogue import prompts
-from synthempathy.store import JsonlCache
 
 if importlib.util.find_spec("llama_cpp") is not None:
     from test_openai_backend import server  # noqa: F401 - its llama.cpp server fixture, started for this module too

@@ -1,4 +1,4 @@
-"""`python -m synthempathy plan`: the offline dry run of a profile (synthempathy/plan.py); no model loads."""
+"""`python -m synthempathy plan`: the offline dry run of a profile (synthempathy/chain/plan.py); no model loads."""
 
 import json
 import subprocess
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from synthempathy import plan as P
-from synthempathy.config import load_config
+from synthempathy.chain import plan as P
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import STAGES
 from synthempathy.generate import generation_requests
 from synthempathy.lib import arms
 from synthempathy.lib.ed import SEED_DIR, load_ed
 from synthempathy.lib.judging import CRITERIA
-from synthempathy.store import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_command_exit_status():
 def test_the_plan_is_fast_and_imports_no_torch():
     code = (
         "import sys, time; t = time.time()\n"
-        "from synthempathy.config import load_config\nfrom synthempathy.plan import plan, render, flags\n"
+        "from synthempathy.chain.config import load_config\nfrom synthempathy.chain.plan import plan, render, flags\n"
         "for prof in ('tiny', 'paper'): render(plan(load_config(prof)))\n"
         "print(time.time() - t, 'torch' in sys.modules, 'transformers' in sys.modules)"
     )

@@ -4,8 +4,8 @@ plain throttled lines in a log; and through the real runner, a kernel's bars rea
 import io
 import logging
 
-from synthempathy import runner
-from synthempathy.progress import StageProgress, shown
+from synthempathy.chain import runner
+from synthempathy.chain.progress import StageProgress, shown
 
 BARS = ["\rgenerating:   0%|          | 0/40 [00:00<?, ?req/s]",
         "\rgenerating:  10%|█         | 4/40 [00:05<00:45,  0.80req/s]",

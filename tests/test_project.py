@@ -6,8 +6,8 @@ import re
 import pytest
 import yaml
 
-from synthempathy.config import load_config
-from synthempathy.runner import NOTEBOOK_DIR
+from synthempathy.chain.config import load_config
+from synthempathy.chain.runner import NOTEBOOK_DIR
 
 REPO = NOTEBOOK_DIR.parent
 

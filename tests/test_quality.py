@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from synthempathy.config import load_config
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import JsonlCache
 from synthempathy.lib import dialogue, sft
 from synthempathy.lib import judging as judge
 from synthempathy.lib.backends import TransformersBackend
 from synthempathy.lib.ed import load_ed
 from synthempathy.lib.models import load_lm
 from synthempathy.lib.selection import select_quality, similarity
-from synthempathy.store import JsonlCache
 
 
 def test_similarity_is_100_cosine_and_selection_keeps_the_boundary():

@@ -11,9 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from synthempathy import report
-from synthempathy.config import load_config
-from synthempathy.store import STAGES, RunStore, write_json
+from synthempathy.chain import report
+from synthempathy.chain.config import load_config
+from synthempathy.chain.store import STAGES, RunStore, write_json
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

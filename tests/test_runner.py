@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from synthempathy import runner
-from synthempathy.__main__ import main
-from synthempathy.store import read_jsonl
+from synthempathy.chain import runner
+from synthempathy.chain.cli import main
+from synthempathy.chain.store import read_jsonl
 
 pytestmark = pytest.mark.slow
 

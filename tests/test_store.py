@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from synthempathy import store as st
-from synthempathy.config import load_config
-from synthempathy.runner import stage_fingerprint
-from synthempathy.store import RunStore
+from synthempathy.chain import store as st
+from synthempathy.chain.config import load_config
+from synthempathy.chain.runner import stage_fingerprint
+from synthempathy.chain.store import RunStore
 
 
 def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):

@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from .chain.store import write_json, write_jsonl
 from .lib.ed import Record, load_ed, read_jsonl, split_available
 from .lib.fidelity import table_for as fidelity_table  # noqa: F401 - notebook 00 shows it
 from .lib.stage import Stage
-from .store import write_json, write_jsonl
 
 STAGE = Stage("00_data")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .chain.store import hash_bytes, read_json, write_json, write_jsonl, write_npy, write_text
 from .lib.dialogue import transcript
 from .lib.embedding import embedder
 from .lib.judging import CRITERIA
@@ -16,7 +17,6 @@ from .lib.kcenter import coverage_curve, kcenter_greedy, naive_kcenter_greedy  #
 from .lib.selection import diverse_split, example_text, kept_by_kcenter  # noqa: F401 - notebook 03 shows it
 from .lib.set_diversity import set_metrics
 from .lib.stage import Stage
-from .store import hash_bytes, read_json, write_json, write_jsonl, write_npy, write_text
 
 STAGE = Stage("03_diversity")
 COVERAGE_RATIOS = tuple(round(r, 2) for r in np.arange(0.05, 1.0001, 0.05))

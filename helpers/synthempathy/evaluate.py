@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .chain.store import JsonlCache, write_json, write_jsonl
 from .lib import arms, judging, pairwise, sft
 from .lib import bootstrap as B
 from .lib import metrics as M
@@ -24,7 +25,6 @@ from .lib.embedding import Embedder, embedder
 from .lib.judging import CRITERIA, make_judge
 from .lib.metrics import corpus_metrics, embedding_cosines  # noqa: F401 - notebook 05 shows them
 from .lib.stage import Stage
-from .store import JsonlCache, write_json, write_jsonl
 
 STAGE = Stage("05_evaluate")
 

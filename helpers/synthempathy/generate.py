@@ -17,12 +17,12 @@ import random
 import re
 from collections import Counter
 
+from .chain.store import JsonlCache, write_json, write_jsonl
 from .lib.authors import texts_for
 from .lib.backends import Request, Sampling, derived_seed, make_backend
 from .lib.dialogue import generation_messages, listener_prompt, prompts
 from .lib.ed import AUTHORS_SEPARATOR
 from .lib.stage import Stage
-from .store import JsonlCache, write_json, write_jsonl
 
 STAGE = Stage("01_generate")
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .store import LOCK_ENV, STAGES  # noqa: E402
+from .chain.store import LOCK_ENV, STAGES  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 PNG_META = {"Software": None}  # no version string in the file: the same run gives the same bytes

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .chain.store import JsonlCache, read_json, read_jsonl, write_json, write_jsonl
 from .lib import judging, sft
 from .lib.authors import texts_for
 from .lib.backends import Request, Sampling, derived_seed, make_backend
@@ -22,7 +23,6 @@ from .lib.embedding import embedder
 from .lib.judging import CRITERIA, sanity_verdict, scores_from_logits  # noqa: F401 - notebook 02 shows them
 from .lib.selection import select_quality, similarity
 from .lib.stage import Stage
-from .store import JsonlCache, read_json, read_jsonl, write_json, write_jsonl
 
 STAGE = Stage("02_quality")
 DISCRIMINATOR = "discriminator"

@@ -1,7 +1,8 @@
 """The library of the reproduction: every concept the stages share, one module each.
 
-Nothing here imports a stage module (data, generate, quality, diversity, finetune, evaluate); the library
-builds only on the config schema and the artifact store.
+Nothing here imports a stage module (data, generate, quality, diversity, finetune, evaluate), the machinery
+or a tool; the library builds only on the config schema and the artifact store (chain/config.py,
+chain/store.py).
 
 - dialogue:      the prompt file (prompts.yaml), chat messages, Speaker/Listener transcripts
 - authors:       the authors' own prompt texts, read at run time from their scripts at a pinned commit

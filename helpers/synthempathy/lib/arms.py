@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..config import ARM_NAMES, ConfigError
-from ..store import read_json
+from ..chain.config import ARM_NAMES, ConfigError
+from ..chain.store import read_json
 from . import sft
 from .backends import derived_seed
 from .embedding import embedder

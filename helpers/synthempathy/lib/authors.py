@@ -24,8 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import REPO_ROOT
-from ..store import atomic_path, hash_file
+from ..chain.config import REPO_ROOT
+from ..chain.store import atomic_path, hash_file
 
 KEY = "authors_source"
 GENERATION_FILE, DISCRIMINATOR_FILE, JUDGE_FILE = "rewrite_ed_prompt.py", "quality_data_score.py", "data_evaluation.py"

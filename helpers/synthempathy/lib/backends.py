@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..store import JsonlCache, hash_obj
+from ..chain.store import JsonlCache, hash_obj
 from .prefix import shared_prefix_batch
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from ..config import REPO_ROOT
-from ..store import JsonlLineError, hash_file, jsonl_lines
+from ..chain.config import REPO_ROOT
+from ..chain.store import JsonlLineError, hash_file, jsonl_lines
 from .ed_record import EMOTIONS, DataError, Record, check_record, text_lines  # noqa: F401 - EMOTIONS: ED's vocabulary, read from here
 from .ed_rows import read_ed_csv, read_hf_dataset, read_parquet
 

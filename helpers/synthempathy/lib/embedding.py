@@ -35,7 +35,7 @@ class Embedder:
 
     def __init__(self, spec: str, cache_dir: str | os.PathLike | None = None, prompt_name: str | None = None,
                  device: str = "auto", batch_size: int = 64):
-        from ..store import hash_obj
+        from ..chain.store import hash_obj
 
         self.spec, self.prompt_name, self.device, self.batch_size = spec, prompt_name, device, batch_size
         self._model = None
@@ -75,7 +75,7 @@ class Embedder:
     def _save_cache(self) -> None:
         import numpy as np
 
-        from ..store import write_json, write_npy
+        from ..chain.store import write_json, write_npy
 
         vec_path, key_path = self._paths()
         keys = list(self._vectors)

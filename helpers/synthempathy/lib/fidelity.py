@@ -95,7 +95,7 @@ SWITCHES = (
 
 def table_for(profile: str, overrides=None) -> list[dict]:
     """`table` of a profile as the runner resolves it (for notebook 00, which sees only its own stage's keys)."""
-    from ..config import load_config
+    from ..chain.config import load_config
 
     return table(load_config(profile, overrides))
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..store import JsonlCache, hash_obj
+from ..chain.store import JsonlCache, hash_obj
 from .authors import texts_for
 from .backends import USAGE, OpenAIBackend, Request, Sampling, TransformersBackend, derived_seed, make_backend
 from .dialogue import listener_prompt, prompts, transcript

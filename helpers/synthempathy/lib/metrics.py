@@ -42,7 +42,7 @@ from nltk.translate.bleu_score import (
 from nltk.util import ngrams
 from rouge_score import rouge_scorer
 
-from ..store import jsonl_lines
+from ..chain.store import jsonl_lines
 from .tokens import normalize_for_rouge, tokenize
 
 KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "dist1", "dist2", "rouge1", "rouge2", "rougeL", "f1", "length")

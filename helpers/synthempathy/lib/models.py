@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..config import REPO_ROOT
+from ..chain.config import REPO_ROOT
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..store import JsonlCache, hash_obj
+from ..chain.store import JsonlCache, hash_obj
 from .bootstrap import seeded_ci
 from .dialogue import prompts, transcript
 from .judging import CRITERIA, ask_missing

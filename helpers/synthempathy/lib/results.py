@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 
-from ..store import write_json, write_text
+from ..chain.store import write_json, write_text
 from . import metrics as M
 from .judging import CRITERIA
 from .pairwise import ab_markdown

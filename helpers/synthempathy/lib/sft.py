@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..store import hash_obj, read_json, write_json, write_text
+from ..chain.store import hash_obj, read_json, write_json, write_text
 from .dialogue import chat, prompts
 from .trainer import counting_trainer
 

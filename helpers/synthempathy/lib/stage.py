@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, StageConfig, describe, load_config
-from ..store import LOCK_ENV, PAPER_STAGES, STAGES, RunStore
+from ..chain.config import ConfigError, StageConfig, describe, load_config
+from ..chain.store import LOCK_ENV, PAPER_STAGES, STAGES, RunStore
 from .backends import USAGE
 from .terminal import off_the_page
 
@@ -103,7 +103,7 @@ class Stage:
 
 def _given(overrides) -> dict[str, Any]:
     if isinstance(overrides, list):
-        from ..config import parse_override
+        from ..chain.config import parse_override
 
         return dict(parse_override(o) for o in overrides)
     return dict(overrides or {})

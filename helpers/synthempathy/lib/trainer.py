@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..store import read_json, write_json
+from ..chain.store import read_json, write_json
 from .cpu_step import adapters_in_fp32, loss_on_labels, plain_head_on_cpu, swap_lora_dropout
 
 

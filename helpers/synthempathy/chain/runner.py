@@ -26,7 +26,7 @@ from .progress import shown
 from .store import STAGES, RunStore, hash_file, hash_obj, package_versions
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole package: its source is fingerprinted
 
 
 class StageFailed(RuntimeError):

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .lib.arms import BASE, prediction_name
-from .lib.backends import derived_seed
-from .lib.dialogue import transcript
-from .lib.judging import CRITERIA
-from .lib.pairwise import judge_pairs, percent, share_ci
-from .lib.stage import Stage
-from .store import JsonlCache, atomic_path, hash_obj, read_json, read_jsonl, write_json, write_text
+from ..chain.store import JsonlCache, atomic_path, hash_obj, read_json, read_jsonl, write_json, write_text
+from ..lib.arms import BASE, prediction_name
+from ..lib.backends import derived_seed
+from ..lib.dialogue import transcript
+from ..lib.judging import CRITERIA
+from ..lib.pairwise import judge_pairs, percent, share_ci
+from ..lib.stage import Stage
 
 SCALE = ("a", "b", "tie")
 TEXT_COLUMNS = ("history", "response_a", "response_b")
@@ -551,7 +551,7 @@ def judge_sheets(cfg, store, out_dir: str | os.PathLike, judge=None, progress: b
     pairwise cache when that stage judged the same replies, else from `judge` (default: the profile's).
     Scored together, kappa between the two sheets is the judge's agreement with itself when the replies swap
     places."""
-    from .lib import judging
+    from ..lib import judging
 
     out = Path(out_dir)
     key = read_key(out / "key.json")

@@ -229,7 +229,7 @@ def _pipeline_figure(figures: Path) -> str:
         return _img(path, alt)
     import tempfile
 
-    from .plots import pipeline, plt
+    from ..plots import pipeline, plt
 
     with tempfile.TemporaryDirectory() as scratch:
         plt.close(pipeline(path := Path(scratch) / "pipeline.png"))
@@ -240,7 +240,7 @@ def _results(store: RunStore, figures: Path) -> str:
     path = store.root / "05_evaluate" / "results.json"
     if not path.exists():
         return '<p class="lead">No results yet: stage 05_evaluate has not run.</p>'
-    from .lib.results import verdict
+    from ..lib.results import verdict
 
     results = read_json(path)
     pairs = [key.split(" - ") for key in results.get("comparisons", {})]

@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .lib import arms, sft
-from .lib.arms import BASE
-from .lib.backends import as_list
-from .lib.dialogue import chat
-from .lib.models import load_lm
-from .lib.prefix import reserved_cache
-from .lib.terminal import off_the_page
+from ..lib import arms, sft
+from ..lib.arms import BASE
+from ..lib.backends import as_list
+from ..lib.dialogue import chat
+from ..lib.models import load_lm
+from ..lib.prefix import reserved_cache
+from ..lib.terminal import off_the_page
 
 HOST = "127.0.0.1"
 # Seconds between two redraws of a streaming reply: every token would resend all columns and redraw the page,
@@ -235,7 +235,7 @@ def serve(cfg, store, port: int | None = None, seed: int | None = None, block: b
 
 def default_histories(store, n: int = 3) -> list[list[str]]:
     """n evaluation dialogues (speaker's turn last) spread over the evaluation set, for the notebook's table."""
-    from .store import read_jsonl
+    from ..chain.store import read_jsonl
 
     records = read_jsonl(Path(store.root) / "00_data" / "eval.jsonl")
     step = max(1, len(records) // n)

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import yaml
 
-from .config import NOT_FINGERPRINTED, Config, keys_read_by
-from .lib import arms, fidelity, sft
-from .lib.ed import SEED_DIR, resolve_source
-from .lib.models import hub_reachable
-from .store import STAGES, hash_file, hash_obj, hash_tree, read_json
+from ..chain.config import NOT_FINGERPRINTED, Config, keys_read_by
+from ..chain.store import STAGES, hash_file, hash_obj, hash_tree, read_json
+from ..lib import arms, fidelity, sft
+from ..lib.ed import SEED_DIR, resolve_source
+from ..lib.models import hub_reachable
 
 FORMAT = "synthempathy-export/1"
 MANIFEST = "export.json"
@@ -118,7 +118,7 @@ def typed(rows: list[dict], schema, config: str) -> list[dict]:
         extra = set(row) - set(schema)
         if extra:
             raise ExportError(f"config {config}: row {n} has field(s) {sorted(extra)} that the export's schema "
-                              "lacks; add them to synthempathy.export.features()")
+                              "lacks; add them to synthempathy.tools.export.features()")
     return [{k: row.get(k) for k in schema} for row in rows]
 
 

@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .lib.terminal import PROGRESS_ENV
+from ..lib.terminal import PROGRESS_ENV
 
 # tqdm's text form: "desc:  45%|████▌     | 90/200 [00:30<00:37,  2.9it/s]" (desc and rate optional),
 # or without a known total "desc: 12prompt [00:04,  2.9prompt/s]"
