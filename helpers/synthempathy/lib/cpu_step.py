@@ -13,7 +13,7 @@
   products took 40% of a 4-bit step) and keep the optimizer's weights in bf16, where small updates round away.
   `adapters_in_fp32` restores fp32, QLoRA's rule of adapters in the compute dtype.
 
-`bench/finetune.py` measures both; tests/test_finetune.py checks the loss and gradients are trl's.
+`bench/finetune.py` measures each; tests/test_finetune.py checks the loss and gradients are trl's and the adapters fp32.
 """
 
 from __future__ import annotations
