@@ -53,14 +53,18 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def wait_ready(self) -> "LlamaServer":
+        return self.wait_ready_with_key(None)
+
+    def wait_ready_with_key(self, api_key: str | None) -> "LlamaServer":
         import httpx
 
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if self.proc.poll() is not None:
                 pytest.fail(f"llama.cpp server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/models", timeout=2, headers=headers).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -204,3 +208,33 @@ def test_judge_through_the_endpoint_reads_label_logprobs(server, tmp_path):
         assert 1.0 <= rows[0][c] <= 3.0 and rows[0][f"{c}_argmax"] in (1, 2, 3)
     logits = [row["logits"] for row in cache.rows()]
     assert all(any(x > float("-inf") for x in lg) for lg in logits), "the endpoint returned the labels' logprobs"
+
+
+def test_a_server_with_an_api_key_is_reached_through_the_variable_the_config_names(tmp_path, monkeypatch):
+    """`endpoint_api_key_env` names the variable holding the key (never the key itself); without it the server's
+    refusal says what to set; named but unset, the config error names the key, the profile and the variable.
+    The config's timeout and retries reach the backend."""
+    from synthempathy.chain.config import ConfigError
+    from synthempathy.lib.backends import RequestRejected, make_backend
+
+    need_llama_cpp()
+    srv = LlamaServer(tmp_path / "server.log", extra=("--api_key", "sesame")).wait_ready_with_key("sesame")
+    try:
+        reqs = requests(1)
+        plain = make_backend(load_config("tiny", {}), "smollm2", [srv.url])
+        with pytest.raises(RequestRejected, match="HTTP 401.*endpoint_api_key_env"):
+            plain.generate(reqs, JsonlCache(tmp_path / "refused.jsonl"), progress=False)
+
+        cfg = load_config("tiny", {"endpoint_api_key_env": "SYNTHEMPATHY_TEST_KEY", "endpoint_timeout": 60,
+                                   "endpoint_retries": 1})
+        monkeypatch.delenv("SYNTHEMPATHY_TEST_KEY", raising=False)
+        with pytest.raises(ConfigError, match="endpoint_api_key_env.*profile tiny.*SYNTHEMPATHY_TEST_KEY"):
+            make_backend(cfg, "smollm2", [srv.url])
+
+        monkeypatch.setenv("SYNTHEMPATHY_TEST_KEY", "sesame")
+        backend = make_backend(cfg, "smollm2", [srv.url])
+        assert (backend.timeout, backend.retries) == (60, 1)
+        cache = JsonlCache(tmp_path / "cache.jsonl")
+        assert backend.generate(reqs, cache, progress=False)["generated"] == 1 and reqs[0].key in cache
+    finally:
+        srv.stop()

@@ -46,7 +46,8 @@ DIVERSE = ("03_diversity", "04_finetune", "05_evaluate")  # the K-center ratio (
 ARMS = ("04_finetune", "05_evaluate")  # which arms, seeds and sweep points are trained, and evaluated
 AUTHORED = ("01_generate", "02_quality", "05_evaluate")  # every stage with a switch that can take the authors' texts
 ALL_KEYS = ("profile", "seed", "run_root", "figures_dir", "device")
-NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir"}  # where a run goes, not what it computes
+# where a run goes, or how it reaches a server: not what it computes
+NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir", "endpoint_timeout", "endpoint_retries", "endpoint_api_key_env"}
 
 
 def key(reads: tuple[str, ...], default: Any, doc: str, **kw: Any) -> Any:
@@ -97,6 +98,12 @@ class Config(BaseModel):
     gen_batch_size: int = key(IN_PROCESS, 16, "Prompts per batch in the transformers backend.", ge=1)
     endpoint_concurrency: int = key(IN_PROCESS, 8, "Requests in flight at once, over all the OpenAI-compatible URLs "
                                     "of one backend (generation, M_D, judge, evaluation).", ge=1)
+    endpoint_timeout: float = key(IN_PROCESS, 120.0, "Seconds to wait for one reply from an OpenAI-compatible URL.", gt=0)
+    endpoint_retries: int = key(IN_PROCESS, 3, "Retries of a failed request at one URL (backoff 1, 2, 4 ... s) before "
+                                "the next URL is tried.", ge=0)
+    endpoint_api_key_env: str | None = key(IN_PROCESS, None, "Name of the environment variable holding the API key of "
+                                           "the OpenAI-compatible URLs (`vllm serve --api-key`); the key itself is never "
+                                           "written to a config or a run.")
     gen_prompt: Literal["project", "authors"] = key(GEN, "project", "authors = their instruction text exactly, one "
                                                     "user message, no system prompt, no assistant header (their script).")
     format_example: bool = key(GEN, False, "Add a one-shot format example to the prompt (off in paper).")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..chain.config import ConfigError
 from ..chain.store import JsonlCache, hash_obj
 from .prefix import shared_prefix_batch
 
@@ -77,6 +79,10 @@ class EndpointError(RuntimeError):
 
 class RequestRejected(EndpointError):
     """The endpoint answered, and refused the request (HTTP 4xx): another endpoint would refuse it too."""
+
+
+KEY_HINT = (" (the server wants an API key: name the environment variable that holds it in endpoint_api_key_env, "
+            "and export it)")
 
 
 class Usage:
@@ -219,12 +225,13 @@ class OpenAIBackend:
     logprob calls share this pool (`_pooled`); `sent` counts the replies each endpoint gave."""
 
     def __init__(self, endpoints: Sequence[str], model: str, concurrency: int = 8, timeout: float = 120.0,
-                 retries: int = 3, backoff: float = 1.0):
+                 retries: int = 3, backoff: float = 1.0, api_key: str | None = None):
         if not endpoints:
             raise EndpointError("gen_backend=openai needs at least one URL in gen_endpoints "
                                 "(e.g. http://localhost:8000/v1 for `vllm serve`)")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.model, self.concurrency, self.timeout, self.retries, self.backoff = model, concurrency, timeout, retries, backoff
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._warned_header = False
         self.sent: Counter = Counter()  # {endpoint URL: replies it gave}
         self._sent_lock = threading.Lock()
@@ -236,7 +243,10 @@ class OpenAIBackend:
         errors = []
         for url in self.endpoints:
             try:
-                httpx.get(f"{url}/models", timeout=min(self.timeout, 10.0)).raise_for_status()
+                resp = httpx.get(f"{url}/models", timeout=min(self.timeout, 10.0), headers=self.headers)
+                if resp.status_code in (401, 403):
+                    raise RequestRejected(f"{url}: HTTP {resp.status_code}{KEY_HINT}")
+                resp.raise_for_status()
                 return
             except httpx.HTTPError as e:
                 errors.append(f"{url}: {type(e).__name__}: {e}")
@@ -267,7 +277,9 @@ class OpenAIBackend:
                     return resp.json()
                 err = f"HTTP {resp.status_code}: {resp.text[:200]}"
             except httpx.HTTPStatusError as e:
-                raise RequestRejected(f"{url}: request rejected: HTTP {e.response.status_code}: {e.response.text[:300]}") from None
+                hint = KEY_HINT if e.response.status_code in (401, 403) else ""
+                raise RequestRejected(f"{url}: request rejected: HTTP {e.response.status_code}{hint}: "
+                                      f"{e.response.text[:300]}") from None
             except httpx.HTTPError as e:
                 err = f"{type(e).__name__}: {e}"
             if attempt < self.retries:
@@ -314,7 +326,7 @@ class OpenAIBackend:
                 on_reply(i, data)
 
         limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency * 2)
-        with httpx.Client(limits=limits) as client, ThreadPoolExecutor(self.concurrency) as pool:
+        with httpx.Client(limits=limits, headers=self.headers) as client, ThreadPoolExecutor(self.concurrency) as pool:
             futures = [pool.submit(one, i, client) for i in range(n)]
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for f in pending:
@@ -383,5 +395,15 @@ def make_backend(cfg, model_spec: str, endpoints: Sequence[str] | None = None):
     (round-robin, failover, `cfg.endpoint_concurrency` in flight; `model_spec` is then the name the server
     serves it under), else the model in this process on `cfg.device`, `cfg.gen_batch_size` per batch."""
     if endpoints is not None:
-        return OpenAIBackend(endpoints, model_spec, concurrency=cfg.endpoint_concurrency)
+        return OpenAIBackend(endpoints, model_spec, concurrency=cfg.endpoint_concurrency, timeout=cfg.endpoint_timeout,
+                             retries=cfg.endpoint_retries, api_key=endpoint_api_key(cfg))
     return TransformersBackend(model_spec, cfg.device, cfg.gen_batch_size)
+
+
+def endpoint_api_key(cfg) -> str | None:
+    """The API key from the environment variable `cfg.endpoint_api_key_env` names (None when it names none)."""
+    name = cfg.endpoint_api_key_env
+    if name and not os.environ.get(name):
+        raise ConfigError(f"endpoint_api_key_env (profile {cfg.profile}) names the environment variable {name}, "
+                          f"which is not set: export {name}=<the key the servers were started with>")
+    return os.environ[name] if name else None
