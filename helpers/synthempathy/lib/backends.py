@@ -81,8 +81,10 @@ class RequestRejected(EndpointError):
     """The endpoint answered, and refused the request (HTTP 4xx): another endpoint would refuse it too."""
 
 
-KEY_HINT = (" (the server wants an API key: name the environment variable that holds it in endpoint_api_key_env, "
-            "and export it)")
+def key_hint(status: int) -> str:
+    """What to set when a server refuses for want of an API key (HTTP 401 or 403); else nothing."""
+    return (" (the server wants an API key: name the environment variable that holds it in endpoint_api_key_env, "
+            "and export it)") if status in (401, 403) else ""
 
 
 class Usage:
@@ -244,8 +246,8 @@ class OpenAIBackend:
         for url in self.endpoints:
             try:
                 resp = httpx.get(f"{url}/models", timeout=min(self.timeout, 10.0), headers=self.headers)
-                if resp.status_code in (401, 403):
-                    raise RequestRejected(f"{url}: HTTP {resp.status_code}{KEY_HINT}")
+                if key_hint(resp.status_code):
+                    raise RequestRejected(f"{url}: HTTP {resp.status_code}{key_hint(resp.status_code)}")
                 resp.raise_for_status()
                 return
             except httpx.HTTPError as e:
@@ -277,8 +279,8 @@ class OpenAIBackend:
                     return resp.json()
                 err = f"HTTP {resp.status_code}: {resp.text[:200]}"
             except httpx.HTTPStatusError as e:
-                hint = KEY_HINT if e.response.status_code in (401, 403) else ""
-                raise RequestRejected(f"{url}: request rejected: HTTP {e.response.status_code}{hint}: "
+                raise RequestRejected(f"{url}: request rejected: HTTP {e.response.status_code}"
+                                      f"{key_hint(e.response.status_code)}: "
                                       f"{e.response.text[:300]}") from None
             except httpx.HTTPError as e:
                 err = f"{type(e).__name__}: {e}"
@@ -403,7 +405,9 @@ def make_backend(cfg, model_spec: str, endpoints: Sequence[str] | None = None):
 def endpoint_api_key(cfg) -> str | None:
     """The API key from the environment variable `cfg.endpoint_api_key_env` names (None when it names none)."""
     name = cfg.endpoint_api_key_env
-    if name and not os.environ.get(name):
+    if not name:
+        return None
+    if not os.environ.get(name):
         raise ConfigError(f"endpoint_api_key_env (profile {cfg.profile}) names the environment variable {name}, "
                           f"which is not set: export {name}=<the key the servers were started with>")
-    return os.environ[name] if name else None
+    return os.environ[name]
