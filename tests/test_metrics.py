@@ -385,6 +385,22 @@ def test_bootstrap_ci_of_values():
         B.bootstrap_ci([])
 
 
+def test_unscored_values_count_in_no_mean_and_leave_a_fully_scored_interval_as_it_was():
+    """NaN (an item the judge left unscored) is out of every resample's mean; without NaN, the intervals are the
+    plain weighted means to the bit (what runs with every label give)."""
+    rng = np.random.default_rng(0)
+    values = rng.uniform(1, 3, size=(2, 40))
+    boot, _ = B._resample_weights(40, 300, 0)
+    plain = B.over_seeds([boot @ row / 40 for row in values], 300, 0)
+    assert B.seeded_ci(values, 300, 0) == (float(values.mean()), *B._interval(plain, 0.05))
+    holed = values.copy()
+    holed[:, 5] = np.nan
+    mean, low, high = B.seeded_ci(holed, 300, 0)
+    assert mean == pytest.approx(np.delete(values, 5, axis=1).mean()) and low < mean < high
+    paired = B.paired_bootstrap_values(holed, values - 0.5, 300, 0)
+    assert paired["point_diff"] == pytest.approx(0.5) and paired["low"] == pytest.approx(0.5)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # files
 

@@ -60,11 +60,19 @@ def test_only_a_preference_held_in_both_orders_counts(xy, yx, outcome):
     assert pairwise.combine_orders(xy, yx) == outcome
 
 
-def test_the_letter_is_the_argmax_and_needs_some_probability():
+def test_the_letter_is_the_argmax_and_none_without_any_probability():
     assert pairwise.letter_from_logits([0.1, 2.0, -math.inf]) == "B"
     assert pairwise.letter_from_logits([-math.inf, -math.inf, -3.0]) == "C"
-    with pytest.raises(ValueError, match="none of the labels A, B, C"):
-        pairwise.letter_from_logits([-math.inf] * 3)
+    assert pairwise.letter_from_logits([-math.inf] * 3) is None
+    assert pairwise.combine_orders(pairwise.order_verdict(None, True), "x") is None
+
+
+def test_an_unscored_pair_counts_apart_and_the_shares_are_over_the_scored():
+    rows = [{"id": f"i{k}", **{c: v for c in judging.CRITERIA}} for k, v in enumerate([1, 1, -1, None])]
+    s = pairwise.ab_summary([rows], 200, 0)["empathy"]
+    assert s["pairs"] == 3 and s["unscored"] == 1
+    assert s["win"][0] == pytest.approx(2 / 3, abs=1e-4) and s["net"][0] == pytest.approx(1 / 3, abs=1e-4)
+    assert "| empathy | 66.7 [" in pairwise.ab_markdown({"empathy": s}, "x", "y")
 
 
 def test_the_prompt_names_the_criterion_with_the_judges_rubric():
@@ -165,7 +173,7 @@ def test_summary_shares_over_seeds_and_examples():
 def test_summary_of_one_seed():
     s = pairwise.ab_summary([outcomes([1, 1, 1])], n_resamples=100, seed=3)
     assert s["empathy"] == {"win": [1.0, 1.0, 1.0], "tie": [0.0, 0.0, 0.0], "lose": [0.0, 0.0, 0.0],
-                            "pairs": 3, "net": [1.0, 1.0, 1.0]}
+                            "pairs": 3, "net": [1.0, 1.0, 1.0], "unscored": 0}
     mixed = pairwise.ab_summary([outcomes([1, -1, 0, 0, 1])], n_resamples=100, seed=3)["coherence"]
     assert mixed["net"][1] <= mixed["net"][0] == 0.2 <= mixed["net"][2]
 
@@ -181,7 +189,7 @@ def test_markdown_table_in_percent():
     s = pairwise.ab_summary([outcomes([1, 1, 0, -1]), outcomes([1, 0, 0, -1])], n_resamples=100, seed=0)
     md = pairwise.ab_markdown(s, "synth_empathy", "ed")
     lines = md.splitlines()
-    assert "| criterion | win | tie | lose | net |" in lines
+    assert "| criterion | win | tie | lose | net | unscored |" in lines
     rows = [line for line in lines if line.startswith("| empathy |")]
     assert len(rows) == 1 and rows[0].startswith("| empathy | 37.5 [") and "| 12.5 [" in rows[0]
     assert "synth_empathy" in md and "ed" in md

@@ -34,7 +34,6 @@ def test_chat_format_alternates_speaker_and_listener():
 @pytest.mark.parametrize("logits, expected, argmax", [
     ([0.0, 0.0, 0.0], 2.0, 1),                       # uniform: (1+2+3)/3; ties go to the lowest score
     ([math.log(0.2), math.log(0.3), math.log(0.5)], 2.3, 3),
-    ([10.0, -math.inf, -math.inf], 1.0, 1),          # labels missing from an endpoint's top logprobs count 0
     ([1000.0, 999.0, 998.0], None, 1),               # large logits must not overflow
 ])
 def test_expected_score_arithmetic(logits, expected, argmax):
@@ -44,9 +43,22 @@ def test_expected_score_arithmetic(logits, expected, argmax):
     assert 1 <= got <= 3 and top == argmax
 
 
-def test_expected_score_needs_some_probability():
-    with pytest.raises(ValueError, match="none of the labels"):
-        judge.scores_from_logits([-math.inf] * 3)
+@pytest.mark.parametrize("logits, argmax", [
+    ([10.0, -math.inf, -math.inf], 1),   # one label among an endpoint's top logprobs: its argmax is exact
+    ([-2.0, -math.inf, -0.5], 3),
+    ([-math.inf] * 3, None),             # no label at all
+])
+def test_a_missing_label_leaves_the_expected_score_unscored_not_renormalized(logits, argmax):
+    assert judge.scores_from_logits(logits) == (None, argmax)
+
+
+def test_the_sanity_summary_counts_unscored_items_and_averages_the_scored():
+    rows = [{"selected": True, **{c: v for c in judge.CRITERIA}} for v in (3.0, None, 2.0)]
+    panel = [{c: v for c in judge.CRITERIA} for v in (3.0, None, 1.0, 2.0)]  # real half: 3, None; shuffled: 1, 2
+    summary = judge.sanity_summary(rows, panel)["empathy"]
+    assert summary["all"] == 2.5 and summary["selected"] == 2.5 and summary["unscored"] == 2
+    assert summary["sanity_real"] == 3.0 and summary["sanity_separation"] == 1.0
+    assert "left 6 items unscored" in judge.sanity_verdict(judge.sanity_summary(rows, panel), "m")
 
 
 def test_sanity_pairs_are_a_derangement():

@@ -139,11 +139,12 @@ def score_answers(cfg, store, predictions: dict, judge, progress: bool = True) -
 
 def intervals(cfg, store, predictions: dict, values: dict) -> dict:
     """Step 3. Per model, every figure as [point, low, high], resampling the examples and the training seeds, with
-    what its trainer consumed."""
+    what its trainer consumed and how many answers the judge scored (its means are over those)."""
     summary = arms.training_summary(store)
     return {name: {"figures": dict(sorted(figures_of(cfg, predictions[name], values[name]).items(),
                                           key=lambda kv: FIGURE_ORDER.index(kv[0]))),
-                   **R.training_counts(summary.get(name), cfg.train_seeds if name != BASE else [])}
+                   **R.training_counts(summary.get(name), cfg.train_seeds if name != BASE else []),
+                   **R.judge_counts(values[name], CRITERIA)}
             for name in predictions}
 
 

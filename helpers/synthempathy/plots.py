@@ -127,6 +127,7 @@ def judge_overview(rows: list[dict], panel: list[dict], criteria, title: str, pa
     long += [{"criterion": c, "set": "quality-selected", "score": r[c]} for r in rows if r["selected"] for c in criteria]
     long += [{"criterion": c, "set": "seed: real pair" if i < n else "seed: shuffled pair", "score": r[c]}
              for i, r in enumerate(panel) for c in criteria]
+    long = [x for x in long if x["score"] is not None]  # an item the judge left unscored has no score to draw
     fig, ax = plt.subplots(figsize=(11, 4.5))
     sns.boxplot(pd.DataFrame(long), x="criterion", y="score", hue="set", ax=ax,
                 palette=["#4C72B0", "#55A868", "#8172B2", "#C44E52"])
@@ -216,7 +217,8 @@ def results_bars(results: dict, families: dict[str, list[str]], title: str, path
 def judge_by_arm(per_arm: dict[str, dict[str, list[float]]], criteria, title: str, path: str | Path):
     import pandas as pd
 
-    long = [{"arm": arm, "criterion": c, "score": s} for arm, d in per_arm.items() for c in criteria for s in d[c]]
+    long = [{"arm": arm, "criterion": c, "score": s} for arm, d in per_arm.items() for c in criteria for s in d[c]
+            if s is not None]  # an answer the judge left unscored has no score to draw
     fig, ax = plt.subplots(figsize=(10, 4.2))
     sns.violinplot(pd.DataFrame(long), x="criterion", y="score", hue="arm", ax=ax, cut=0, density_norm="width")
     ax.set(title=f"{title}: judge's expected score per response", ylim=(0.9, 3.1), xlabel="")

@@ -132,6 +132,9 @@ class Config(BaseModel):
                                                       "(system, rubric, history/response form), and their sampled text "
                                                       "answer recorded beside the expected score.")
     judge_endpoints: list[str] = key(JUDGED, [], "OpenAI-compatible URLs serving judge_model (else in process).")
+    endpoint_label_constraint: Literal["structured_outputs", "guided_choice", "grammar", "none"] = key(
+        JUDGED, "structured_outputs", "How a judge at judge_endpoints is held to answer with a label: vLLM's "
+        "structured_outputs choice (v0.10.2 on), guided_choice (older vLLM), grammar (llama.cpp), or none.")
     judge_batch_size: int = key(JUDGED, 16, "Items per forward pass of the in-process judge.", ge=1)
     sanity_pairs: int = key(QUALITY, 32, "Real and shuffled seed pairs in the judge's sanity panel.", ge=2)
 

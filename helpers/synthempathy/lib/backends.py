@@ -233,6 +233,7 @@ class OpenAIBackend:
                                 "(e.g. http://localhost:8000/v1 for `vllm serve`)")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.model, self.concurrency, self.timeout, self.retries, self.backoff = model, concurrency, timeout, retries, backoff
+        self.label_constraint = "structured_outputs"  # the judge sets its profile's (judging.make_judge)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._warned_header = False
         self.sent: Counter = Counter()  # {endpoint URL: replies it gave}
@@ -336,23 +337,23 @@ class OpenAIBackend:
             for f in done:
                 f.result()  # re-raise the first failure; what finished is already handed on
 
-    def next_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
-        """{token: logprob} of the most likely first tokens of the reply (for the judge)."""
-        return self.next_token_logprobs_many([messages], top)[0]
-
-    def next_token_logprobs_many(self, messages_list: Sequence[list[dict]], top: int = 20,
-                                 on_result: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+    def next_token_logprobs_many(self, messages_list: Sequence[list[dict]], labels: Sequence[str] | None = None,
+                                 top: int = 20, on_result: Callable[[int, dict[str, float]], None] | None = None,
+                                 ) -> list[dict[str, float]]:
         """{token: logprob} of the most likely first reply tokens of each chat, through the pool like `generate`
-        (concurrency, round-robin, failover). on_result(i, logprobs) runs under one lock as each arrives, so a
-        caller can cache every answer at once; a failure is raised after the answers that came were handed on."""
+        (concurrency, round-robin, failover). With `labels`, the server is asked to answer with one of them
+        (`label_constraint`), so the answer is a label even where the model would begin otherwise. on_result(i,
+        logprobs) runs under one lock as each arrives, so a caller can cache every answer at once; a failure is
+        raised after the answers that came were handed on."""
         if not messages_list:
             return []
         self.check()
         out: list[dict | None] = [None] * len(messages_list)
+        constraint = label_constraint(self.label_constraint, labels) if labels else {}
 
         def body_of(i: int) -> dict:
             return {"model": self.model, "messages": list(messages_list[i]), "max_tokens": 1, "temperature": 0.0,
-                    "logprobs": True, "top_logprobs": top}
+                    "logprobs": True, "top_logprobs": top, **constraint}
 
         def on_reply(i: int, data: dict) -> None:
             try:
@@ -361,6 +362,8 @@ class OpenAIBackend:
                 raise EndpointError(f"{', '.join(self.endpoints)}: the reply carries no logprobs; the judge needs an "
                                     "endpoint that returns them (vLLM, llama.cpp server)") from None
             out[i] = {t["token"]: t["logprob"] for t in first["top_logprobs"]}
+            # the chosen token's own logprob is returned even where it is not among the top ones
+            out[i].setdefault(first["token"], first["logprob"])
             if on_result is not None:
                 on_result(i, out[i])
 
@@ -390,6 +393,20 @@ class OpenAIBackend:
         seconds = time.time() - t0
         return {"requests": len(requests), "generated": len(todo), "tokens": tokens[0], "seconds": round(seconds, 2),
                 "tokens_per_s": round(tokens[0] / seconds, 2) if seconds > 0 else None}
+
+
+def label_constraint(dialect: str, labels: Sequence[str]) -> dict:
+    """The request fields that hold a server's answer to one of `labels`, in the dialect it speaks: vLLM's
+    `structured_outputs` choice (v0.10.2 on), its older `guided_choice`, a llama.cpp grammar, or none. Forcing the
+    answer keeps the ratios of the labels' probabilities (every other token is masked out); the top logprobs a
+    server returns may still be read before the mask (vLLM's default `--logprobs-mode raw_logprobs`)."""
+    if dialect == "structured_outputs":
+        return {"structured_outputs": {"choice": list(labels)}}
+    if dialect == "guided_choice":
+        return {"guided_choice": list(labels)}
+    if dialect == "grammar":
+        return {"grammar": "root ::= " + " | ".join(f'"{label}"' for label in labels)}
+    return {}
 
 
 def make_backend(cfg, model_spec: str, endpoints: Sequence[str] | None = None):

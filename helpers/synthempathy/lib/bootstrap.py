@@ -37,8 +37,14 @@ def _resample_weights(n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, 
 
 
 def _interval(samples: np.ndarray, alpha: float) -> tuple[float, float]:
-    low, high = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
+    low, high = np.quantile(_scored_replicates(samples), [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def _scored_replicates(samples: np.ndarray) -> np.ndarray:
+    """The replicates that have a value: a resample that drew only unscored examples has none (NaN)."""
+    samples = np.asarray(samples)
+    return samples if not np.isnan(samples).any() else samples[~np.isnan(samples)]
 
 
 def _replicates(
@@ -110,6 +116,7 @@ DETECTABLE_Z = 1.959964 + 0.841621
 
 
 def _difference(point: float, reps: np.ndarray, alpha: float) -> dict[str, float]:
+    reps = _scored_replicates(reps)
     low, high = _interval(reps, alpha)
     return {"point_diff": point, "mean_diff": float(reps.mean()), "low": low, "high": high,
             "share_above_zero": float(np.mean(reps > 0)), "detectable": float(DETECTABLE_Z * reps.std(ddof=1))}
@@ -184,13 +191,27 @@ def _by_seed(values) -> np.ndarray:
     return v
 
 
+def _resampled_means(boot: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Each resample's mean over its scored examples: NaN marks an unscored one (a judge's label an endpoint did
+    not return), which counts in no mean rather than as a score. Without NaN, boot @ row / n."""
+    scored = ~np.isnan(row)
+    if scored.all():
+        return boot @ row / row.shape[0]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of unscored examples only has no mean
+        return boot @ np.where(scored, row, 0.0) / (boot @ scored)
+
+
+def _mean_scored(v: np.ndarray) -> float:
+    return float(v.mean()) if not np.isnan(v).any() else float(np.nanmean(v))
+
+
 def seeded_ci(values_by_seed, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
     """(mean, low, high) of per-example values, one row per training seed (or one plain row), resampling the
-    examples and the seeds."""
+    examples and the seeds; a NaN value (unscored) is left out of every mean."""
     v = _by_seed(values_by_seed)
     boot, _ = _resample_weights(v.shape[1], n_resamples, seed)
-    reps = over_seeds([boot @ row / v.shape[1] for row in v], n_resamples, seed)
-    return (float(v.mean()), *_interval(reps, alpha))
+    reps = over_seeds([_resampled_means(boot, row) for row in v], n_resamples, seed)
+    return (_mean_scored(v), *_interval(reps, alpha))
 
 
 def bootstrap_ci(
@@ -211,7 +232,7 @@ def paired_bootstrap_values(
     a, b = _by_seed(values_a), _by_seed(values_b)
     if a.shape != b.shape:
         raise ValueError(f"paired_bootstrap_values needs two equally shaped sets of values, got {a.shape} and {b.shape}")
-    diff = a - b
+    diff = a - b  # NaN where either side is unscored: the difference is taken over the pairs both scored
     boot, _ = _resample_weights(diff.shape[1], n_resamples, seed)
-    reps = over_seeds([boot @ row / diff.shape[1] for row in diff], n_resamples, seed)
-    return _difference(float(diff.mean()), reps, alpha)
+    reps = over_seeds([_resampled_means(boot, row) for row in diff], n_resamples, seed)
+    return _difference(_mean_scored(diff), reps, alpha)

@@ -51,17 +51,23 @@ def score_from_text(text: str) -> int | None:
     return int(m.group()) if m else None
 
 
-def scores_from_logits(logits: Sequence[float]) -> tuple[float, int]:
+def scores_from_logits(logits: Sequence[float]) -> tuple[float | None, int | None]:
     """(expected score, argmax score) from the logits (or log-probs) of "1", "2", "3", renormalized over them.
 
-    A label the model gives no probability (logit -inf, e.g. absent from an endpoint's top logprobs) counts 0.
+    The expected score needs all three: where an endpoint's top logprobs leave a label out (-inf here), the item
+    is unscored (None), in process and at an endpoint alike. Renormalizing over the labels that came would shift
+    the score against a judge that reads all three. The argmax stays exact while one label came (a token outside
+    the top list is less likely than every token in it); it is None when none came.
     """
     x = np.asarray(logits, dtype=np.float64)
     if not np.isfinite(x).any():
-        raise ValueError("the judge gave none of the labels 1, 2, 3 any probability")
-    p = np.exp(x - x[np.isfinite(x)].max())
+        return None, None
+    argmax = int(np.argmax(x)) + 1
+    if not np.isfinite(x).all():
+        return None, argmax
+    p = np.exp(x - x.max())
     p /= p.sum()
-    return float(p @ np.arange(1, 4)), int(np.argmax(p)) + 1
+    return float(p @ np.arange(1, 4)), argmax
 
 
 class InProcessJudge:
@@ -139,7 +145,7 @@ class EndpointJudge:
             return [max((lp for tok, lp in top.items() if tok.strip() == label), default=-math.inf) for label in labels]
 
         each = None if on_result is None else (lambda i, top: on_result(i, logits(top)))
-        return [logits(top) for top in self.backend.next_token_logprobs_many(messages_batch, on_result=each)]
+        return [logits(top) for top in self.backend.next_token_logprobs_many(messages_batch, labels, on_result=each)]
 
 
 def ask_missing(judge, todo: list[tuple[str, list[dict]]], labels: Sequence[str], row_of, cache: JsonlCache,
@@ -186,7 +192,7 @@ def score_items(judge, items: list[dict], cache: JsonlCache, progress: bool = Tr
     by_id: dict[str, dict] = {}
     for item_id, c, key, _ in keyed:
         row = by_id.setdefault(item_id, {"id": item_id})
-        row[c] = round(cache[key]["expected"], 4)
+        row[c] = None if cache[key]["expected"] is None else round(cache[key]["expected"], 4)
         row[f"{c}_argmax"] = cache[key]["argmax"]
         if key in sampled:
             row[f"{c}_text"] = sampled[key]
@@ -216,8 +222,12 @@ def shuffled_pairs(records: list[dict], n: int, seed: int) -> tuple[list[dict], 
     return real, fake
 
 
-def separation(real: list[float], shuffled: list[float]) -> float:
-    """P(score of a real pair > score of a shuffled pair), ties counting half: 0.5 = no separation (an AUC)."""
+def separation(real: list[float | None], shuffled: list[float | None]) -> float | None:
+    """P(score of a real pair > score of a shuffled pair), ties counting half: 0.5 = no separation (an AUC).
+    Over the scored pairs only; None when one side has none."""
+    real, shuffled = _scored(real), _scored(shuffled)
+    if not real or not shuffled:
+        return None
     wins = sum((a > b) + 0.5 * (a == b) for a in real for b in shuffled)
     return wins / (len(real) * len(shuffled))
 
@@ -225,7 +235,11 @@ def separation(real: list[float], shuffled: list[float]) -> float:
 def make_judge(cfg):
     """The judge of the profile, on the one backend the config names (endpoints, or in process)."""
     backend = make_backend(cfg, cfg.judge_model, cfg.judge_endpoints or None)
-    judge = EndpointJudge(backend) if isinstance(backend, OpenAIBackend) else InProcessJudge(backend, cfg.judge_batch_size)
+    if isinstance(backend, OpenAIBackend):
+        backend.label_constraint = cfg.endpoint_label_constraint
+        judge = EndpointJudge(backend)
+    else:
+        judge = InProcessJudge(backend, cfg.judge_batch_size)
     if cfg.judge_prompt == "authors":
         judge.authors = texts_for(cfg)
     return judge
@@ -233,24 +247,39 @@ def make_judge(cfg):
 
 def sanity_summary(rows: list[dict], panel: list[dict]) -> dict:
     """Per criterion: mean score of all judged rows and of the selected ones, of the panel's real and shuffled
-    halves, and how well the judge separates those halves."""
+    halves, how well the judge separates those halves, and how many items it left unscored (rows and panel)."""
     n = len(panel) // 2
-    return {c: {"all": _mean(r[c] for r in rows), "selected": _mean(r[c] for r in rows if r["selected"]),
-                "sanity_real": _mean(r[c] for r in panel[:n]), "sanity_shuffled": _mean(r[c] for r in panel[n:]),
-                "sanity_separation": round(separation([r[c] for r in panel[:n]], [r[c] for r in panel[n:]]), 3)}
-            for c in CRITERIA}
+    summary = {}
+    for c in CRITERIA:
+        sep = separation([r[c] for r in panel[:n]], [r[c] for r in panel[n:]])
+        summary[c] = {"all": _mean(r[c] for r in rows), "selected": _mean(r[c] for r in rows if r["selected"]),
+                      "sanity_real": _mean(r[c] for r in panel[:n]), "sanity_shuffled": _mean(r[c] for r in panel[n:]),
+                      "sanity_separation": None if sep is None else round(sep, 3),
+                      "unscored": sum(r[c] is None for r in rows + panel)}
+    return summary
 
 
 def sanity_verdict(summary: dict, judge_model: str) -> str:
     """What the sanity panel says about how far the judge's scores can be trusted."""
-    best = max(CRITERIA, key=lambda c: summary[c]["sanity_separation"])
-    sep = summary[best]["sanity_separation"]
+    separations = {c: s["sanity_separation"] for c, s in summary.items() if s["sanity_separation"] is not None}
+    unscored = sum(s.get("unscored", 0) for s in summary.values())
+    note = (f" It left {unscored} items unscored (no probability for every label at its endpoint)."
+            if unscored else "")
+    if not separations:
+        return f"The judge ({judge_model}) scored too few of the sanity panel's items to say how far it can be trusted.{note}"
+    best = max(separations, key=separations.get)
+    sep = separations[best]
     verdict = ("separates real from shuffled replies clearly" if sep >= 0.7 else
                "separates them only weakly" if sep >= 0.6 else "does not separate them better than chance")
     return (f"At this scale the judge ({judge_model}) {verdict}: best separation {sep:.2f} ({best}). "
-            "Read its scores of the synthetic data with that in mind.")
+            f"Read its scores of the synthetic data with that in mind.{note}")
+
+
+def _scored(values) -> list[float]:
+    """The values of the scored items (None marks an item the judge left unscored)."""
+    return [v for v in values if v is not None]
 
 
 def _mean(values) -> float | None:
-    values = list(values)
+    values = _scored(values)
     return round(float(np.mean(values)), 4) if values else None

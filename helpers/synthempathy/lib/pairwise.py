@@ -38,24 +38,29 @@ def pairwise_messages(history: Sequence[str], reply_a: str, reply_b: str, criter
     return [{"role": "system", "content": p["system"]}, {"role": "user", "content": user}]
 
 
-def letter_from_logits(logits: Sequence[float]) -> str:
-    """The most probable of "A", "B", "C" (ties go to the first, as the 1..3 judge's argmax)."""
+def letter_from_logits(logits: Sequence[float]) -> str | None:
+    """The most probable of "A", "B", "C" (ties go to the first, as the 1..3 judge's argmax). Exact while one
+    letter is among an endpoint's top logprobs (the others are then less likely); None, unscored, when none is."""
     x = np.asarray(logits, dtype=np.float64)
     if not np.isfinite(x).any():
-        raise ValueError("the pairwise judge gave none of the labels A, B, C any probability")
+        return None
     return LETTERS[int(np.argmax(x))]
 
 
-def order_verdict(letter: str, x_first: bool) -> str:
-    """A letter read for x: "x", "y" or "tie", given whether x was Reply A."""
+def order_verdict(letter: str | None, x_first: bool) -> str | None:
+    """A letter read for x: "x", "y" or "tie", given whether x was Reply A (None stays unscored)."""
+    if letter is None:
+        return None
     if letter == "C":
         return "tie"
     return "x" if (letter == "A") == x_first else "y"
 
 
-def combine_orders(verdict_xy: str, verdict_yx: str) -> int:
+def combine_orders(verdict_xy: str | None, verdict_yx: str | None) -> int | None:
     """+1 if both orders prefer x, -1 if both prefer y, else 0: a preference that flips with the position is the
-    judge's position bias, not a preference."""
+    judge's position bias, not a preference. None (unscored) when either order has no verdict."""
+    if verdict_xy is None or verdict_yx is None:
+        return None
     if verdict_xy == verdict_yx == "x":
         return 1
     if verdict_xy == verdict_yx == "y":
@@ -131,10 +136,13 @@ def ab_summary(outcomes_by_seed: list[list[dict]], n_resamples: int, seed: int) 
     _check_aligned(outcomes_by_seed)
     summary = {}
     for c in CRITERIA:
-        o = np.array([[r[c] for r in rows] for rows in outcomes_by_seed], dtype=np.float64)  # (seeds, items)
-        summary[c] = {name: share_ci((o == value).astype(np.float64), n_resamples, seed) for name, value in OUTCOMES.items()}
-        summary[c]["pairs"] = int(o.size)
+        o = np.array([[r[c] for r in rows] for rows in outcomes_by_seed], dtype=np.float64)  # (seeds, items); NaN unscored
+        unscored = np.isnan(o)
+        summary[c] = {name: share_ci(np.where(unscored, np.nan, o == value), n_resamples, seed)
+                      for name, value in OUTCOMES.items()}
+        summary[c]["pairs"] = int((~unscored).sum())
         summary[c]["net"] = share_ci(o, n_resamples, seed)  # the mean outcome is win share - lose share
+        summary[c]["unscored"] = int(unscored.sum())
     return summary
 
 
@@ -145,10 +153,11 @@ def percent(share: Sequence[float]) -> str:
 
 def ab_markdown(summary: dict, x: str, y: str) -> str:
     """The summary as a markdown table: each share in % with its 95% interval."""
-    pairs = next(iter(summary.values()))["pairs"] if summary else 0
-    lines = [f"{x} against {y}, {pairs} pairs per criterion, % with 95% intervals. Win: the judge preferred {x}'s "
-             f"reply in both orders; lose: {y}'s in both; anything else is a tie. Net = win - lose.", "",
-             "| criterion | win | tie | lose | net |", "|---|---|---|---|---|"]
-    lines += [f"| {c} | " + " | ".join(percent(s[k]) for k in ("win", "tie", "lose", "net")) + " |"
+    pairs = max((s["pairs"] + s.get("unscored", 0) for s in summary.values()), default=0)
+    lines = [f"{x} against {y}, {pairs} pairs per criterion, % with 95% intervals over the pairs the judge scored. "
+             f"Win: the judge preferred {x}'s reply in both orders; lose: {y}'s in both; anything else is a tie. "
+             "Net = win - lose. Unscored: a pair where an endpoint returned no letter for an order.", "",
+             "| criterion | win | tie | lose | net | unscored |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c} | " + " | ".join(percent(s[k]) for k in ("win", "tie", "lose", "net")) + f" | {s.get('unscored', 0)} |"
               for c, s in summary.items()]
     return "\n".join(lines)

@@ -34,6 +34,21 @@ def training_counts(summary: dict | None, seeds: list[int]) -> dict:
             "consumed": {str(s): (per_seed.get(str(s)) or per_seed.get(s) or {}).get("consumed") for s in seeds}}
 
 
+def judge_counts(values: dict, criteria) -> dict:
+    """{"judged": answers the judge was asked about, "unscored": {criterion: how many it left unscored}} over
+    every seed; {} when the judge did not score this model."""
+    if not all(c in values for c in criteria):
+        return {}
+    asked = [v for c in criteria for rows in values[c] for v in rows]
+    return {"judged": len(asked) // len(criteria),
+            "unscored": {c: sum(v is None for rows in values[c] for v in rows) for c in criteria}}
+
+
+def _unscored(r: dict) -> str:
+    """'n of m' answers left unscored, summed over the criteria (one answer is judged once per criterion)."""
+    return "-" if "unscored" not in r else f"{sum(r['unscored'].values())} of {r['judged'] * len(r['unscored'])}"
+
+
 def _consumed(r: dict, source: str) -> str:
     seen = sorted({(c or {}).get(source, 0) for c in r["consumed"].values()})
     return "-" if not seen else str(seen[0]) if len(seen) == 1 else f"{seen[0]}..{seen[-1]}"
@@ -47,6 +62,8 @@ def results_table(results: dict) -> list[dict]:
                "synthetic_examples": r["synthetic_examples"], "consumed_ed": _consumed(r, "ed"),
                "consumed_synthetic": _consumed(r, "synthetic")}
         row.update({k: f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for k, (p, lo, hi) in r["figures"].items()})
+        if "unscored" in r:
+            row["judge_unscored"] = _unscored(r)
         rows.append(row)
     return rows
 
@@ -82,8 +99,11 @@ def results_markdown(results: dict) -> str:
                      f"| {_consumed(r, 'synthetic')} |")
     lines.append("")
     for title, keys in FAMILIES.items():
-        lines += [f"## {title}", "", "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        lines += [f"| {arm} | " + " | ".join(_cell(r["figures"][k]) for k in keys) + " |" for arm, r in results["arms"].items()]
+        judged = set(keys) == set(CRITERIA)  # the judge's table says how many answers it left unscored
+        lines += [f"## {title}", "", "| arm | " + " | ".join(keys) + (" | unscored |" if judged else " |"),
+                  "|---|" + "---|" * (len(keys) + judged)]
+        lines += [f"| {arm} | " + " | ".join(_cell(r["figures"][k]) for k in keys) + (f" | {_unscored(r)} |" if judged else " |")
+                  for arm, r in results["arms"].items()]
         lines.append("")
     for name, diff in results.get("comparisons", {}).items():
         lines += [f"## {name} (paired)", "", "| figure | difference | 95% interval | share > 0 | smallest detectable |",

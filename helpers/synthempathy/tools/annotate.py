@@ -570,6 +570,8 @@ def judge_sheets(cfg, store, out_dir: str | os.PathLike, judge=None, progress: b
             a, b = (it["x"], it["y"]) if x_is_a else (it["y"], it["x"])
             shown = {"item": it["id"], "history": transcript(it["history"]), "response_a": a, "response_b": b}
             for order, who in enumerate(JUDGE_ORDERS):
+                if any(verdicts[f"{c}_orders"][order] is None for c in CRITERIA):
+                    continue  # an endpoint gave no letter: the judge did not rate this item in this order
                 sheets[who].append({**shown, "annotator": who,
                                     **{c: letter[verdicts[f"{c}_orders"][order]] for c in CRITERIA}})
     return [write_sheet(out / "judge" / f"judge-{order}-first.csv", sorted(rows, key=lambda r: r["item"]))
