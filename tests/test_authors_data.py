@@ -1,6 +1,6 @@
 """The authors' released data as an input (lib/authors_data.py): their file read, ED told from synthetic by the
 transcripts whatever the order, bad files refused naming file, record and field, the replies to a turn not shown
-counted; on a fixture in their format
+counted, the config's check, and the arm authors_data's examples in the arm shape; on a fixture in their format
 written in our own words (tests/authors_fixture.py). No model loads."""
 
 import json
@@ -8,7 +8,11 @@ import json
 import pytest
 from authors_fixture import SYNTHETIC, released_file, released_record
 
-from synthempathy.lib import authors_data
+from synthempathy import data
+from synthempathy.chain import plan
+from synthempathy.chain.config import ConfigError, load_config
+from synthempathy.chain.store import ARTIFACT_FIELDS, RunStore, write_jsonl
+from synthempathy.lib import arms, authors_data, sft
 from synthempathy.lib.ed import SEED_DIR, load_ed
 from synthempathy.lib.ed_record import DataError
 
@@ -95,3 +99,45 @@ def test_a_file_that_is_not_their_data_says_what_it_is(tmp_path, text, where, wo
 def test_replies_to_a_turn_not_shown_are_counted_from_the_rounds_shown():
     assert authors_data.later_turns([0, 1, 1, 2, 3, 3]) == {
         "shown_turn": 1, "later_turn_unless_two_rounds": 2, "undetermined": 3}
+
+
+def test_authors_data_needs_its_file_in_the_config(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", {"arms": ["ed", "authors_data"]})
+    assert all(w in str(e.value) for w in ("authors_selection", "authors_data", "tiny.yaml"))
+    cfg = load_config("tiny", {"arms": ["ed", "authors_data"], "authors_selection": str(tmp_path / "mix.json")})
+    assert cfg.arms == ["ed", "authors_data"] and "authors_data" in arms.ARMS
+    # the dry run plans the arm without reading the file: its size, hence its steps, unknown there
+    steps = next(r for s in plan.plan(cfg, gpu=False)["stages"] for r in s["requests"] if r["what"] == "authors_data steps")
+    assert steps["count"] is None
+
+
+@pytest.fixture
+def run(tmp_path, run_overrides, seed_ed):
+    """A tiny run with stage 00 done, their file beside it and a D_a of ours from two seed dialogues (the first's
+    ED turns in their file, the second's not)."""
+    path = tmp_path / "mix.json"
+    released_file(path, chosen_ed(seed_ed))
+    cfg = load_config("tiny", {**run_overrides, "arms": ["ed", "authors_data"], "authors_selection": str(path)})
+    store = RunStore(cfg.run_dir)
+    data.run_stage(cfg, store)
+    train = store.read("00_data", "train.jsonl")
+    seeds = [train[0], next(r for r in train if r["conv_id"] != train[0]["conv_id"])]  # two seed dialogues
+    ours = [{"id": f"{s['id']}:p0", "seed_id": s["id"], "instruction": "", "history": list(turns), "output": reply,
+             "k": len(turns) // 2, "emotion": s["emotion"]} for s, (turns, reply) in zip(seeds, SYNTHETIC[1:3])]
+    write_jsonl(store.path("03_diversity", "selected.jsonl"), ours)
+    return cfg, store
+
+
+def test_the_arm_trains_on_ed_and_their_synthetic_records_in_the_example_shape(run, seed_ed):
+    cfg, store = run
+    examples = arms.synthetic_for(cfg, store, "authors_data", 0)
+    ours = {reply for _, reply in SYNTHETIC}
+    assert {e["output"] for e in examples} == ours | {chosen_ed(seed_ed)[0].response}  # and the decoy
+    assert all(set(ARTIFACT_FIELDS[("01_generate", "examples.jsonl")]) <= set(e) for e in examples)
+    assert sorted(e["k"] for e in examples if e["output"] in ours) == [0, 1, 2, 3]
+    assert all(len(e["history"]) % 2 == 1 and e["instruction"].endswith("Listener: ") for e in examples)
+    items, counts = sft.training_items(store.read("00_data", "train.jsonl"), examples, 0)
+    assert counts == {"ed": 40, "synthetic": len(examples), "total": 40 + len(examples)}
+    planned = {r.name: r for r in arms.plan(cfg, store)}
+    assert len(planned["authors_data"].synthetic) == len(examples) and planned["ed"].synthetic == ()
