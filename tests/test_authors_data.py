@@ -15,6 +15,7 @@ from synthempathy.chain.store import ARTIFACT_FIELDS, RunStore, write_jsonl
 from synthempathy.lib import arms, authors_data, sft
 from synthempathy.lib.ed import SEED_DIR, load_ed
 from synthempathy.lib.ed_record import DataError
+from synthempathy.lib.results import results_markdown
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +142,18 @@ def test_the_arm_trains_on_ed_and_their_synthetic_records_in_the_example_shape(r
     assert counts == {"ed": 40, "synthetic": len(examples), "total": 40 + len(examples)}
     planned = {r.name: r for r in arms.plan(cfg, store)}
     assert len(planned["authors_data"].synthetic) == len(examples) and planned["ed"].synthetic == ()
+
+
+def test_the_report_sets_their_selection_beside_ours(run):
+    cfg, store = run
+    report = authors_data.report(cfg, store)
+    assert (report["records"], report["ed"], report["synthetic"]) == (10, 5, 5)
+    assert report["ed_reference"]["found"] == 5 and report["ed_reference"]["listener_turns"] == 149
+    assert report["later_turns"] == {"shown_turn": 2, "later_turn_unless_two_rounds": 1, "undetermined": 2}
+    assert report["theirs"]["rounds_shown"] == {"1": 2, "2": 1, "3": 1, "4": 1}
+    assert report["overlap"] == {"same_dialogue_and_reply": 2, "same_reply": 2, "our_seed_dialogues": 2,
+                                 "our_seed_dialogues_in_their_ed": 1}
+    text = results_markdown({"profile": "tiny", "eval_examples": 1, "seed": 0, "bootstrap_resamples": 10,
+                             "arms": {}, "authors_data": report})
+    assert "## The authors' released data" in text and "10 records, 5 of them ED" in text
+    assert "| rounds shown | 1: 2, 2: 1, 3: 1, 4: 1 | 2: 1, 3: 1 |" in text
