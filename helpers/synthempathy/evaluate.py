@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .chain.store import JsonlCache, write_json, write_jsonl
-from .lib import arms, judging, pairwise, sft
+from .lib import arms, authors_data, judging, pairwise, sft
 from .lib import bootstrap as B
 from .lib import metrics as M
 from .lib import results as R
@@ -174,6 +174,8 @@ def write_results(cfg, store, arm_figures: dict, comparisons: dict, ab: dict, sw
     results = {"profile": cfg.profile, "eval_examples": len(eval_records(cfg, store)), "seed": cfg.seed,
                "train_seeds": cfg.train_seeds, "bootstrap_resamples": cfg.bootstrap_resamples, "arms": arm_figures,
                "comparisons": comparisons, "ab": ab, "sweep": sweep_rows}
+    if cfg.authors_selection:  # their released selection beside ours (lib/authors_data.py)
+        results["authors_data"] = authors_data.report(cfg, store)
     R.write_results(store, results)
     return results
 

@@ -27,7 +27,7 @@ CONFIG_DIR = REPO_ROOT / "configs"
 PACKAGED_LM = "packaged:smollm2-135m-instruct"
 PACKAGED_EMBEDDER = "packaged:all-minilm-l6-v2"
 # The comparison arms (04_finetune.ARMS says what each tests and where its synthetic data come from).
-ARM_NAMES = ("ed", "synth_empathy", "ed_plus_random", "ed_plus_all", "ed_plus_quality")
+ARM_NAMES = ("ed", "synth_empathy", "ed_plus_random", "ed_plus_all", "ed_plus_quality", "authors_data")
 
 
 class ConfigError(ValueError):
@@ -148,6 +148,9 @@ class Config(BaseModel):
     arms: list[Literal[ARM_NAMES]] = key(ARMS, ["ed", "synth_empathy", "ed_plus_random"], "Which comparison arms to "
                                          "train: ed_plus_random (ED + |D_a| random parsed examples) is the control of "
                                          "the selection.")
+    authors_selection: str | None = key(ARMS, None, "One of the authors' released files (selected_data/*.json of "
+                                        "their repository at the pinned commit; README): the arm authors_data trains on "
+                                        "ED + its records that are not ED, and 05 sets their selection beside ours.")
     train_seeds: list[int] = key(ARMS, [0], "Every arm (and sweep point) is trained once per seed; intervals resample "
                                  "the seeds and the evaluation examples.")
     quantization: Literal["4bit", "none"] = key(SFT, "4bit", "4bit = QLoRA (nf4); none = plain LoRA.")
@@ -186,6 +189,13 @@ class Config(BaseModel):
         if self.gen_prompt == "authors" and (self.format_example or self.prefill):
             raise ValueError("gen_prompt 'authors' sends their instruction alone: set format_example and prefill "
                              "to false (they are the project's aids for small generators)")
+        return self
+
+    @model_validator(mode="after")
+    def _authors_data_has_its_file(self) -> Config:
+        if "authors_data" in self.arms and not self.authors_selection:
+            raise ValueError("arms: 'authors_data' trains on the authors' released data: set authors_selection to "
+                             "the file (README, `paper` section)")
         return self
 
     @model_validator(mode="after")

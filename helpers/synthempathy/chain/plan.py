@@ -579,7 +579,7 @@ def arm_training(place: Placement, data: Data, sh: Shared, name: str) -> dict:
     """The training steps of one arm (or sweep run) over every seed: ED plus, but for `ed`, the synthetic
     examples it keeps (at most all of them)."""
     cfg, n_train = place.cfg, data.n_train
-    syn = 0 if name == "ed" else sh.n_ex
+    syn = 0 if name == "ed" else None if name == "authors_data" else sh.n_ex  # their file's size: unknown here
     known = n_train is not None and syn is not None
     steps = training_steps(cfg, n_train + syn if known else None)
     tokens_in = n_train * sh.ed_tok + syn * (sh.syn_hist + SYN_TURN_TOKENS) if known else None

@@ -6,6 +6,7 @@ chain/store.py).
 
 - dialogue:      the prompt file (prompts.yaml), chat messages, Speaker/Listener transcripts
 - authors:       the authors' own prompt texts, read at run time from their scripts at a pinned commit
+- authors_data:  the authors' released data: their file read, ED told apart, the arm authors_data, beside ours
 - backends:      a model that answers chats, in process or at OpenAI-compatible endpoints (`make_backend`)
 - prefix:        batches whose shared prompt prefix is encoded once
 - models:        model specs (packaged, local, hub) -> tokenizers and causal LMs

@@ -4,7 +4,8 @@ and where 05_evaluate finds it.
 An arm is ED plus one choice of synthetic data. `ed_plus_random`, the control of the selection, draws exactly
 |D_a| examples uniformly from every parsed one, anew for each training seed, so its spread over seeds includes
 the luck of the draw. A sweep point at threshold T (or K-center ratio r) is ED + the examples both filters keep
-there, and its control ED + as many random ones.
+there, and its control ED + as many random ones. `authors_data` is ED + the synthetic records of the authors' own
+released file (lib/authors_data.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from ..chain.config import ARM_NAMES, ConfigError
 from ..chain.store import read_json
 from . import sft
+from .authors_data import synthetic_examples
 from .backends import derived_seed
 from .embedding import embedder
 from .selection import select_diverse, select_quality
@@ -26,6 +28,8 @@ ARMS = {
     "ed_plus_random": ("control: ED + |D_a| examples drawn at random from every parsed one", "random"),
     "ed_plus_all": ("ablation: ED + every parsed synthetic example", ("01_generate", "examples.jsonl")),
     "ed_plus_quality": ("ablation: ED + quality-selected only", ("02_quality", "selected.jsonl")),
+    "authors_data": ("the authors' data: ED + the synthetic records of their released file (authors_selection)",
+                     "authors"),
 }
 assert tuple(ARMS) == ARM_NAMES  # the config validates arm names against ARM_NAMES
 
@@ -60,6 +64,8 @@ def synthetic_for(cfg, store, arm: str, seed: int) -> list[dict]:
     source = ARMS[arm][1]
     if source is None:
         return []
+    if source == "authors":
+        return synthetic_examples(cfg, store)
     if source == "random":
         pool = store.read("01_generate", "examples.jsonl")
         return random_sample(pool, len(store.read("03_diversity", "selected.jsonl")), "ed_plus_random", cfg.seed, seed)

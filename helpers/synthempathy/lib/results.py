@@ -1,6 +1,7 @@
 """05_evaluate's results as a reviewer reads them: the table per arm (with the data each adapter was given and
 what its trainer consumed), the headline differences with the smallest detectable one, the A/B judge, and a
-plain verdict that claims nothing beyond its intervals.
+plain verdict that claims nothing beyond its intervals; and, where `authors_selection` is set, the authors' released
+selection beside ours (lib/authors_data.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import io
 
 from ..chain.store import write_json, write_text
 from . import metrics as M
+from .authors_data import markdown as authors_markdown
 from .judging import CRITERIA
 from .pairwise import ab_markdown
 
@@ -114,6 +116,8 @@ def results_markdown(results: dict) -> str:
     for name, summary in results.get("ab", {}).items():
         x, y = name.split(" vs ")
         lines += [f"## A/B judge: {name}", "", ab_markdown(summary, x, y), ""]
+    if results.get("authors_data"):
+        lines.append(authors_markdown(results["authors_data"]))
     return "\n".join(lines) + "\n"
 
 
