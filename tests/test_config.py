@@ -83,6 +83,14 @@ def test_default_ab_pairs_follow_the_trained_arms():
 
 # -- placement: which GPUs each part uses --------------------------------------------------------------------------
 
+def test_paper_places_its_servers_and_its_own_models():
+    cfg = load_config("paper")
+    assert cfg.in_process_gpu == 4
+    assert [(s.url, s.gpus, s.utilization) for s in cfg.placed_servers] == [
+        ("http://localhost:8000/v1", (0, 1, 2, 3), 0.9), ("http://localhost:8001/v1", (5,), 0.9)]
+    assert load_config("tiny").placed_servers == [] and load_config("tiny").in_process_gpu is None
+
+
 @pytest.mark.parametrize("entry, words", [
     ("http://localhost:8000/v1 gpus=0", "expected '<url> gpus="),
     ("localhost:8000 gpus=0 utilization=0.5", "expected '<url> gpus="),

@@ -154,3 +154,80 @@ def test_the_plan_is_fast_and_imports_no_torch():
     seconds, torch, transformers = out.stdout.split()
     assert (torch, transformers) == ("False", "False")
     assert float(seconds) < 5 and time.time() - t0 < 10
+
+
+# -- placement: which GPUs each part uses, what each GPU holds, the launch lines ---------------------------------
+
+def launch(plan_dict: dict) -> list[str]:
+    return plan_dict["gpus"]["launch"]
+
+
+def test_tiny_places_nothing_on_a_gpu(tiny):
+    _, p = tiny
+    assert p["gpus"]["use"] == {} and p["gpus"]["launch"] == [] and p["gpus"]["servers"] == []
+    assert "GPUs:" not in P.render(p) and "launch" not in P.render(p)
+
+
+def test_paper_places_the_70b_on_four_gpus_the_chain_on_a_fifth_the_evaluation_on_a_sixth():
+    p = P.plan(load_config("paper"), gpu_gib=80, gpu=True)
+    use = p["gpus"]["use"]
+    assert all(set(use[s]) == {0, 1, 2, 3, 4} for s in ("02_quality", "03_diversity", "04_finetune"))
+    assert set(use["01_generate"]) == {0, 1, 2, 3}  # nothing in process in 01
+    assert set(use["05_evaluate"]) == {0, 1, 2, 3, 4, 5}  # the evaluation's server is up in 05 only
+    assert all(len(parts) == 1 for held in use.values() for parts in held.values()), "no GPU is shared"
+    assert use["02_quality"][0] == [("server http://localhost:8000/v1 (0.9 x 80)", 72.0)]
+    (what, gib), = use["02_quality"][4]
+    assert what == "the chain's M_D answering + embedder" and 40 < gib < 60
+    assert P.flags(p) == [] and p["gpus"]["shared"] == []
+    in_process = [m["where"] for s in p["stages"] for m in s["models"] if m["device"]]
+    assert set(in_process) == {"in process (cuda, GPU 4)"}
+    text = P.render(p)
+    assert "GPU 4" in text and "and every GPU its parts" in text
+
+
+def test_paper_launch_lines_start_the_servers_first_and_the_evaluation_server_after_04():
+    lines = launch(P.plan(load_config("paper"), gpu_gib=80, gpu=True))
+    assert lines[0] == ("CUDA_VISIBLE_DEVICES=0,1,2,3 vllm serve meta-llama/Meta-Llama-3-70B-Instruct --port 8000 "
+                        "--tensor-parallel-size 4 --gpu-memory-utilization 0.9 &")
+    assert lines[1] == "until curl -sf http://localhost:8000/health > /dev/null; do sleep 10; done"
+    assert lines[2] == "python -m synthempathy run --profile paper --to 4"
+    assert lines[3].startswith("CUDA_VISIBLE_DEVICES=5 vllm serve meta-llama/Meta-Llama-3-8B-Instruct --port 8001 "
+                               "--gpu-memory-utilization 0.9 --enable-lora --max-lora-rank 8 ")
+    assert "--lora-modules $(for d in runs/paper/04_finetune/*/seed-*;" in lines[3]
+    assert lines[4].startswith("until curl -sf http://localhost:8001/health")
+    assert lines[5] == "python -m synthempathy run --profile paper --from 5" and len(lines) == 6
+
+
+def test_the_readme_shows_the_paper_launch_lines_that_plan_prints():
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("### `paper` on GPUs"):]
+    block = block[: block.index("```\n\n")]
+    for line in launch(P.plan(load_config("paper"), gpu_gib=80, gpu=True)):
+        assert line in block, line
+    assert block.index("vllm serve meta-llama/Meta-Llama-3-70B") < block.index("run --profile paper --to 4")
+
+
+def test_a_server_sharing_the_chains_gpu_beyond_its_memory_is_flagged():
+    p = P.plan(load_config("paper", {"in_process_gpu": 0}), gpu_gib=80, gpu=True)
+    found = P.flags(p)
+    assert found and all("GPU 0 would hold" in f and "server http://localhost:8000/v1 (0.9 x 80) ~72.0" in f
+                         for f in found)
+    assert found[0].startswith("02_quality: GPU 0 would hold ~121.1 GiB") and "M_D answering + embedder" in found[0]
+    assert any(f.startswith("03_diversity, 05_evaluate: ") for f in found), "stages with the same overlap merge"
+    assert P.command("paper", ["in_process_gpu=0"], gpu_gib=80, echo=[].append) == 1
+
+
+def test_two_servers_on_one_gpu_beyond_its_memory_are_flagged_once_per_gpu_set():
+    servers = ["http://localhost:8000/v1 gpus=0,1,2,3 utilization=0.9", "http://localhost:8001/v1 gpus=2,3 utilization=0.5"]
+    found = P.flags(P.plan(load_config("paper", {"servers": servers}), gpu_gib=80, gpu=True))
+    assert found == ["05_evaluate: GPUs 2,3 would hold ~112.0 GiB each, more than the 80 GiB of a GPU (--gpu-gib): "
+                     "server http://localhost:8000/v1 (0.9 x 80) ~72.0 + server http://localhost:8001/v1 (0.5 x 80) ~40.0"]
+
+
+def test_undescribed_and_unused_servers_are_noted_not_counted():
+    cfg = load_config("paper", {"servers": ["http://localhost:9999/v1 gpus=7 utilization=0.5"]})
+    p = P.plan(cfg, gpu_gib=80, gpu=True)
+    assert p["gpus"]["servers"] == [] and P.flags(p) == []
+    assert any("http://localhost:9999/v1 is no URL" in w for w in p["warnings"])
+    bare = P.plan(load_config("paper", {"servers": []}), gpu_gib=80, gpu=True)
+    assert any("not described (`servers`)" in w for w in bare["warnings"]) and launch(bare) == []
