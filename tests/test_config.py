@@ -3,7 +3,7 @@ import pytest
 from synthempathy.chain.config import CONFIG_DIR, Config, ConfigError, load_config
 
 
-@pytest.mark.parametrize("profile", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("profile", ["tiny", "small", "paper", "one_gpu"])
 def test_every_shipped_profile_validates(profile):
     cfg = load_config(profile)
     assert cfg.profile == profile
@@ -49,7 +49,7 @@ def test_bad_profile_file_names_key_and_file(tmp_path):
 
 
 def test_missing_profile_lists_known_ones():
-    with pytest.raises(ConfigError, match="known profiles: paper, small, tiny"):
+    with pytest.raises(ConfigError, match="known profiles: one_gpu, paper, small, tiny"):
         load_config("huge")
 
 
@@ -60,7 +60,7 @@ def test_profiles_only_use_schema_keys():
         assert set(yaml.safe_load(path.read_text())) <= set(Config.model_fields), path
 
 
-@pytest.mark.parametrize("profile", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("profile", ["tiny", "small", "paper", "one_gpu"])
 def test_every_profile_trains_the_random_control_and_compares_it(profile):
     cfg = load_config(profile)
     assert {"ed", "synth_empathy", "ed_plus_random"} <= set(cfg.arms) and cfg.train_seeds
