@@ -203,7 +203,7 @@ def test_the_authors_arm_input_is_the_transcript_without_a_system_prompt():
 
 # -- the table ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("profile", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("profile", ["tiny", "small", "paper", "one_gpu"])
 def test_every_departure_says_why(profile):
     rows = fidelity.table(load_config(profile))
     assert {r["switch"] for r in rows} >= {s.key for s in fidelity.SWITCHES}
@@ -216,6 +216,17 @@ def test_paper_runs_every_switch_the_authors_way_but_the_chat_endpoints_header()
     assert departures == ["(assistant header)"], departures
     local = fidelity.table(load_config("paper", {"gen_backend": "transformers", "gen_endpoints": []}))
     assert all(r["match"] for r in local)
+
+
+def test_one_gpu_departs_only_in_the_served_models_and_says_why():
+    rows = {r["switch"]: r for r in fidelity.table(load_config("one_gpu")) if not r["match"]}
+    assert set(rows) == {"generator_model", "judge_model", "(assistant header)"}, set(rows)
+    for key in ("generator_model", "judge_model"):
+        assert rows[key]["profile"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+        assert rows[key]["why"].startswith("one 80 GB GPU: the 70B's bf16 weights alone (~131 GiB) need several")
+    assert "low empathetic model" in rows["generator_model"]["why"] and "sanity panel" in rows["judge_model"]["why"]
+    tiny = {r["switch"]: r["why"] for r in fidelity.table(load_config("tiny"))}
+    assert tiny["generator_model"] == tiny["judge_model"] == fidelity.SMALL_MODELS  # the reason follows the value
 
 
 def test_the_fidelity_command_is_offline_and_quick():

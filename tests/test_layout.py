@@ -30,7 +30,7 @@ TOP_FOLDERS = {"lib", "chain", "tools"}
 
 # The layers, each module in exactly one; a layer imports only the layers it names (itself only where named).
 FOUNDATION = {"chain.config", "chain.store"}
-MACHINERY = {"chain.runner", "chain.progress", "chain.report", "chain.plan"}
+MACHINERY = {"chain.runner", "chain.progress", "chain.report", "chain.plan", "chain.gpus"}
 TOOLS = {"tools.chat", "tools.annotate", "tools.export"}
 INITS = {"__init__", "lib", "chain", "tools"}  # package docstrings; they import nothing
 ALLOWED = {

@@ -154,3 +154,132 @@ def test_the_plan_is_fast_and_imports_no_torch():
     seconds, torch, transformers = out.stdout.split()
     assert (torch, transformers) == ("False", "False")
     assert float(seconds) < 5 and time.time() - t0 < 10
+
+
+# -- placement: which GPUs each part uses, what each GPU holds, the launch lines ---------------------------------
+
+ONE_GPU_SERVER = "http://localhost:8000/v1"
+
+
+def launch(plan_dict: dict) -> list[str]:
+    return plan_dict["gpus"]["launch"]
+
+
+def test_tiny_places_nothing_on_a_gpu(tiny):
+    _, p = tiny
+    assert p["gpus"]["use"] == {} and p["gpus"]["launch"] == [] and p["gpus"]["servers"] == []
+    assert "GPUs:" not in P.render(p) and "launch" not in P.render(p)
+
+
+def test_paper_places_the_70b_on_four_gpus_the_chain_on_a_fifth_the_evaluation_on_a_sixth():
+    p = P.plan(load_config("paper"), gpu_gib=80, gpu=True)
+    use = p["gpus"]["use"]
+    assert all(set(use[s]) == {0, 1, 2, 3, 4} for s in ("02_quality", "03_diversity", "04_finetune"))
+    assert set(use["01_generate"]) == {0, 1, 2, 3}  # nothing in process in 01
+    assert set(use["05_evaluate"]) == {0, 1, 2, 3, 4, 5}  # the evaluation's server is up in 05 only
+    assert all(len(parts) == 1 for held in use.values() for parts in held.values()), "no GPU is shared"
+    assert use["02_quality"][0] == [("server http://localhost:8000/v1 (0.9 x 80)", 72.0)]
+    (what, gib), = use["02_quality"][4]
+    assert what == "the chain's M_D answering + embedder" and 40 < gib < 60
+    assert P.flags(p) == [] and p["gpus"]["shared"] == []
+    in_process = [m["where"] for s in p["stages"] for m in s["models"] if m["device"]]
+    assert set(in_process) == {"in process (cuda, GPU 4)"}
+    text = P.render(p)
+    assert "GPU 4" in text and "and every GPU its parts" in text
+
+
+def test_paper_launch_lines_start_the_servers_first_and_the_evaluation_server_after_04():
+    lines = launch(P.plan(load_config("paper"), gpu_gib=80, gpu=True))
+    assert lines[0] == ("CUDA_VISIBLE_DEVICES=0,1,2,3 vllm serve meta-llama/Meta-Llama-3-70B-Instruct --port 8000 "
+                        "--tensor-parallel-size 4 --gpu-memory-utilization 0.9 &")
+    assert lines[1] == "until curl -sf http://localhost:8000/health > /dev/null; do sleep 10; done"
+    assert lines[2] == "python -m synthempathy run --profile paper --to 4"
+    assert lines[3].startswith("CUDA_VISIBLE_DEVICES=5 vllm serve meta-llama/Meta-Llama-3-8B-Instruct --port 8001 "
+                               "--gpu-memory-utilization 0.9 --enable-lora --max-lora-rank 8 ")
+    assert "--lora-modules $(for d in runs/paper/04_finetune/*/seed-*;" in lines[3]
+    assert lines[4].startswith("until curl -sf http://localhost:8001/health")
+    assert lines[5] == "python -m synthempathy run --profile paper --from 5" and len(lines) == 6
+
+
+def test_the_readme_shows_the_paper_launch_lines_that_plan_prints():
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("### `paper` on GPUs"):]
+    block = block[: block.index("```\n\n")]
+    for line in launch(P.plan(load_config("paper"), gpu_gib=80, gpu=True)):
+        assert line in block, line
+    assert block.index("vllm serve meta-llama/Meta-Llama-3-70B") < block.index("run --profile paper --to 4")
+
+
+def test_one_gpu_fits_one_80_gb_gpu_beside_its_server():
+    cfg = load_config("one_gpu")
+    p = P.plan(cfg, gpu_gib=80, gpu=True)
+    assert P.flags(p) == [], P.flags(p)
+    use = p["gpus"]["use"]
+    assert all(set(held) == {0} for held in use.values())
+    server = ("server http://localhost:8000/v1 (0.3 x 80)", 24.0)
+    assert all(held[0][0] == server for held in use.values()), "the server holds its share in every stage"
+    totals = {s: sum(g for _, g in held[0]) for s, held in use.items()}
+    assert max(totals, key=totals.get) == "02_quality" and totals["02_quality"] < 76  # a margin under 80
+    assert p["gpus"]["shared"] and "start the server first" in p["gpus"]["shared"][0]
+    roles = {m["role"]: m for s in p["stages"] for m in s["models"]}
+    assert {r for r, m in roles.items() if m["device"] is None} == {"generator", "judge", "predictions"}
+    assert cfg.embedder == "Alibaba-NLP/gte-Qwen2-7B-instruct" and cfg.quantization == "none"
+    # 4-bit QLoRA lowers training, not the peak (M_D answering beside the embedder): it fits too
+    assert P.flags(P.plan(load_config("one_gpu", {"quantization": "4bit"}), gpu_gib=80, gpu=True)) == []
+    out: list[str] = []
+    assert P.command("one_gpu", [], gpu_gib=80, echo=out.append) == 0
+
+
+def test_one_gpu_launches_one_server_then_restarts_it_with_the_adapters():
+    lines = launch(P.plan(load_config("one_gpu"), gpu_gib=80, gpu=True))
+    serve = ("CUDA_VISIBLE_DEVICES=0 vllm serve meta-llama/Meta-Llama-3-8B-Instruct --port 8000 "
+             "--gpu-memory-utilization 0.3 --enable-lora --max-lora-rank 8 --max-loras 4")
+    assert lines[0] == serve + " &"
+    assert lines[2] == "python -m synthempathy run --profile one_gpu --to 4"
+    assert lines[3].startswith("# stop the server at http://localhost:8000/v1")
+    assert lines[4].startswith(serve + " --lora-modules $(for d in runs/one_gpu/04_finetune/*/seed-*;")
+    assert lines[-1] == "python -m synthempathy run --profile one_gpu --from 5"
+
+
+def test_the_launch_lines_carry_the_plans_overrides_and_the_api_key():
+    out: list[str] = []
+    P.command("one_gpu", ["endpoint_api_key_env=VLLM_KEY", "passes=2"], gpu_gib=80, echo=out.append)
+    text = out[0]
+    assert '--api-key "$VLLM_KEY"' in text
+    assert "python -m synthempathy run --profile one_gpu -p endpoint_api_key_env=VLLM_KEY -p passes=2 --to 4" in text
+
+
+def test_a_server_sharing_the_chains_gpu_beyond_its_memory_is_flagged():
+    p = P.plan(load_config("paper", {"in_process_gpu": 0}), gpu_gib=80, gpu=True)
+    found = P.flags(p)
+    assert found and all("GPU 0 would hold" in f and "server http://localhost:8000/v1 (0.9 x 80) ~72.0" in f
+                         for f in found)
+    assert found[0].startswith("02_quality: GPU 0 would hold ~121.1 GiB") and "M_D answering + embedder" in found[0]
+    assert any(f.startswith("03_diversity, 05_evaluate: ") for f in found), "stages with the same overlap merge"
+    assert P.command("paper", ["in_process_gpu=0"], gpu_gib=80, echo=[].append) == 1
+
+
+def test_two_servers_on_one_gpu_beyond_its_memory_are_flagged_once_per_gpu_set():
+    servers = ["http://localhost:8000/v1 gpus=0,1,2,3 utilization=0.9", "http://localhost:8001/v1 gpus=2,3 utilization=0.5"]
+    found = P.flags(P.plan(load_config("paper", {"servers": servers}), gpu_gib=80, gpu=True))
+    assert found == ["05_evaluate: GPUs 2,3 would hold ~112.0 GiB each, more than the 80 GiB of a GPU (--gpu-gib): "
+                     "server http://localhost:8000/v1 (0.9 x 80) ~72.0 + server http://localhost:8001/v1 (0.5 x 80) ~40.0"]
+
+
+def test_a_server_too_small_for_its_weights_or_asked_for_two_models_is_flagged():
+    small = load_config("one_gpu", {"servers": [f"{ONE_GPU_SERVER} gpus=0 utilization=0.15"]})
+    (found,) = P.flags(P.plan(small, gpu_gib=80, gpu=True))
+    assert "needs ~15.0 GiB of bf16 weights per GPU + ~4 GiB to work, more than its 0.15 x 80 = 12.0 GiB" in found
+    mixed = load_config("paper", {"eval_endpoints": ["http://localhost:8000/v1"]})
+    found = P.flags(P.plan(mixed, gpu_gib=80, gpu=True))
+    assert any("would serve meta-llama/Meta-Llama-3-70B-Instruct and meta-llama/Meta-Llama-3-8B-Instruct" in f
+               for f in found)
+
+
+def test_undescribed_and_unused_servers_are_noted_not_counted():
+    cfg = load_config("paper", {"servers": ["http://localhost:9999/v1 gpus=7 utilization=0.5"]})
+    p = P.plan(cfg, gpu_gib=80, gpu=True)
+    assert p["gpus"]["servers"] == [] and P.flags(p) == []
+    assert any("http://localhost:9999/v1 is no URL" in w for w in p["warnings"])
+    bare = P.plan(load_config("paper", {"servers": []}), gpu_gib=80, gpu=True)
+    assert any("not described (`servers`)" in w for w in bare["warnings"]) and launch(bare) == []

@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
                                       "estimate, the requests and tokens it will send; flags what cannot fit")
     dry.add_argument("--profile", default="tiny")
     dry.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
-    dry.add_argument("--gpu-gib", type=float, default=80, help="memory of the GPU in-process models go to (GiB)")
+    dry.add_argument("--gpu-gib", type=float, default=80, help="memory of each GPU (GiB): the in-process models' and "
+                                                                  "the servers' (--gpu-memory-utilization x this)")
     dry.add_argument("--cpu-gib", type=float, default=None, help="memory for models on the CPU (default: this RAM)")
 
     return top

@@ -13,6 +13,7 @@ meaning, sits here so that a user finds all of them in one place.
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,8 @@ AUTHORED = ("01_generate", "02_quality", "05_evaluate")  # every stage with a sw
 ALL_KEYS = ("profile", "seed", "run_root", "figures_dir", "device")
 # where a run goes, or how it reaches a server: not what it computes
 NOT_FINGERPRINTED = {"profile", "run_root", "figures_dir", "endpoint_timeout", "endpoint_retries", "endpoint_api_key_env"}
+# where a part runs (which GPU, how much of it a server takes): a model on GPU 4 computes what it would on GPU 0
+NOT_FINGERPRINTED |= {"in_process_gpu", "servers"}
 
 
 def key(reads: tuple[str, ...], default: Any, doc: str, **kw: Any) -> Any:
@@ -56,6 +59,38 @@ def key(reads: tuple[str, ...], default: Any, doc: str, **kw: Any) -> Any:
     if unknown:
         raise ValueError(f"unknown stage {unknown[0]!r} in reads (stages: {', '.join(STAGES)})")
     return Field(default, description=doc, json_schema_extra={"reads": list(reads)}, **kw)
+
+
+# -- placement ---------------------------------------------------------------------------------------------
+MODELLED = STAGES[1:]  # every stage that loads a model
+
+
+@dataclass(frozen=True)
+class Server:
+    """One `servers` entry: the URL a vLLM server answers at, the GPUs it sees and the share of each it takes."""
+
+    url: str
+    gpus: tuple[int, ...]
+    utilization: float
+
+
+def parse_server(entry: str) -> Server:
+    """'<url> gpus=0,1 utilization=0.9' -> Server; a ValueError says what is wrong with the entry."""
+    url, *fields = str(entry).split() or [""]
+    form = "'<url> gpus=<CUDA_VISIBLE_DEVICES, e.g. 0,1> utilization=<fraction of each GPU, e.g. 0.9>'"
+    pairs = dict(f.split("=", 1) if "=" in f else (f, None) for f in fields)
+    if not url.startswith(("http://", "https://")) or set(pairs) != {"gpus", "utilization"}:
+        raise ValueError(f"{entry!r}: expected {form}")
+    try:
+        gpus = tuple(int(g) for g in pairs["gpus"].split(","))
+        utilization = float(pairs["utilization"])
+    except (AttributeError, ValueError):
+        raise ValueError(f"{entry!r}: expected {form}") from None
+    if min(gpus) < 0 or len(set(gpus)) != len(gpus):
+        raise ValueError(f"{entry!r}: gpus must be distinct CUDA indices (0, 1, ...)")
+    if not 0 < utilization <= 1:
+        raise ValueError(f"{entry!r}: utilization is vLLM's --gpu-memory-utilization, within (0, 1]")
+    return Server(url, gpus, utilization)
 
 
 class Config(BaseModel):
@@ -183,6 +218,35 @@ class Config(BaseModel):
                                      "trained; [] = none).")
     ab_records: int | None = key(EVAL, None, "A/B-judge only the first N evaluation records (None = all).", ge=1)
     bootstrap_resamples: int = key(EVAL, 1000, "Bootstrap resamples for confidence intervals.", ge=10)
+
+    # -- placement: which GPUs each part uses (`plan` checks them and prints the launch lines) ---------------
+    in_process_gpu: int | None = key(MODELLED, None, "The GPU (CUDA index) of the chain's own models: M_D's and the "
+                                     "arms' training, the embedder, any model not behind an endpoint. The runner "
+                                     "sets CUDA_VISIBLE_DEVICES to it for the notebooks (None: left as it is).", ge=0)
+    servers: list[str] = key(IN_PROCESS, [], "The vLLM servers behind the endpoint URLs that run beside the chain, one "
+                             "entry per URL: '<url> gpus=<CUDA_VISIBLE_DEVICES> utilization=<--gpu-memory-utilization>'; "
+                             "a server holds that fraction of every GPU it sees from its start.")
+
+    @field_validator("servers")
+    @classmethod
+    def _servers_readable(cls, v: list[str]) -> list[str]:
+        urls = [parse_server(entry).url for entry in v]
+        twice = sorted({u for u in urls if urls.count(u) > 1})
+        if twice:
+            raise ValueError(f"describes {twice[0]} twice: one entry per server")
+        return v
+
+    @model_validator(mode="after")
+    def _in_process_gpu_needs_cuda(self) -> Config:
+        if self.in_process_gpu is not None and self.device == "cpu":
+            raise ValueError(f"in_process_gpu {self.in_process_gpu} is set but device is cpu: the chain's models run "
+                             "on the CPU (set device: cuda, or in_process_gpu: null)")
+        return self
+
+    @property
+    def placed_servers(self) -> list[Server]:
+        """The `servers` entries, read."""
+        return [parse_server(entry) for entry in self.servers]
 
     @model_validator(mode="after")
     def _authors_prompt_alone(self) -> Config:

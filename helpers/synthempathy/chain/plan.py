@@ -25,6 +25,10 @@ Memory of one model in process, in GiB (an estimate, not a measurement):
 Models a stage holds together (M_D answering with the embedder; the in-process judge with the embedder in
 05_evaluate) are also checked as a sum.
 
+GPUs: where the profile places its parts (`in_process_gpu`, `servers`), the chain's in-process peak of each stage
+and each server's share of every GPU it sees are added up per GPU (gpus.py), flagged where they exceed --gpu-gib, and
+the launch lines printed, servers first.
+
 Requests and tokens come from the profile and the data sizes: the seed and evaluation records are read when
 the data are local (data/seed, a folder or file; for a hub copy of ED, ../shared/ed stands in for its size),
 else the caps in the profile, and the plan says which. Prompt tokens are the characters of the prompts the
@@ -44,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +57,9 @@ from ..lib import arms, sft
 from ..lib.dialogue import chat_pairs, generation_messages, prompts
 from ..lib.ed import DataError, load_ed, resolve_source, split_available
 from ..lib.judging import CRITERIA, judge_messages
+from . import gpus
 from .config import REPO_ROOT, load_config
+from .store import STAGES
 
 GIB = 2**30
 SHARED_ED = REPO_ROOT.parent / "shared" / "ed"
@@ -256,8 +263,13 @@ class Placement:
     limits: dict[str, float]  # GiB per device
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def in_process(self) -> str:
+        gpu = self.cfg.in_process_gpu
+        return f"in process ({self.device}{'' if gpu is None or self.device != 'cuda' else f', GPU {gpu}'})"
+
     def where(self, endpoints: list[str]) -> str:
-        return ", ".join(endpoints) if endpoints else f"in process ({self.device})"
+        return ", ".join(endpoints) if endpoints else self.in_process
 
     def model(self, role, spec, endpoints, mode="infer", batch=1, seq=0, logits_seq=0) -> dict:
         """One model of a stage: its size, and at endpoints (the server's memory) or in process with an
@@ -286,7 +298,7 @@ class Placement:
             )
         return {
             **row,
-            "where": f"in process ({self.device})",
+            "where": self.in_process,
             "device": self.device,
             "estimate_gib": gib,
             "parts": parts,
@@ -674,12 +686,15 @@ def ab_judge_request(place: Placement, sh: Shared, n_eval, hist: int, reply: int
 # -- the plan ----------------------------------------------------------------------------------------
 
 
-def plan(cfg, gpu_gib: float = 80, cpu_gib: float | None = None, gpu: bool | None = None) -> dict:
-    """The dry run of a profile: {"profile", "device", "limits", "data", "stages": [...], "warnings"}.
+def plan(
+    cfg, gpu_gib: float = 80, cpu_gib: float | None = None, gpu: bool | None = None, params: list[str] | None = None
+) -> dict:
+    """The dry run of a profile: {"profile", "device", "limits", "data", "stages": [...], "gpus", "warnings"}.
 
     `gpu` says whether a GPU is present for `device: auto` (None: ask the driver). Each stage has "models"
     (role, spec, where, device, params, estimate_gib, parts, fits) and "requests" (what, count, where,
-    tokens_in, tokens_out, note), and "together" (role groups held at once)."""
+    tokens_in, tokens_out, note), and "together" (role groups held at once). "gpus" is the placement
+    (gpu_placement); `params` are the overrides the launch lines pass on to `run`."""
     place = placement(cfg, gpu_gib, cpu_gib, gpu)
     data = read_data(cfg)
     sh = shared_estimates(cfg, data)
@@ -691,19 +706,63 @@ def plan(cfg, gpu_gib: float = 80, cpu_gib: float | None = None, gpu: bool | Non
         finetune_stage(place, data, sh),
         evaluate_stage(place, data, sh),
     ]
+    placed = gpu_placement(place, stages, params or [])
     return {
         "profile": cfg.profile,
         "device": place.device_note,
         "limits": place.limits,
         "stages": stages,
-        "warnings": list(dict.fromkeys(place.warnings)),
+        "gpus": placed,
+        "warnings": list(dict.fromkeys(place.warnings + placed["notes"])),
         "data": {"train": data.n_train, "seeds": data.n_seeds, "eval": data.n_eval},
+    }
+
+
+def in_process_peak(st: dict) -> tuple[float, str]:
+    """The most a stage holds on the GPU in process at once, (GiB, which models): its largest model, or a group
+    it holds together (one CUDA context between them)."""
+    cuda = [m for m in st["models"] if m["device"] == "cuda" and m["estimate_gib"]]
+    options = [(m["estimate_gib"], m["role"]) for m in cuda]
+    for group in st["together"]:
+        held = [m for m in cuda if m["role"] in group]
+        if len(held) > 1:
+            options.append((held_total(held), " + ".join(m["role"] for m in held)))
+    return max(options, default=(0.0, ""))
+
+
+def held_total(held: list[dict]) -> float:
+    """GiB of models one process holds together: their estimates, with the CUDA context counted once."""
+    return sum(m["estimate_gib"] for m in held) - CUDA_OVERHEAD_GIB * (len(held) - 1) * (held[0]["device"] == "cuda")
+
+
+def gpu_placement(place: Placement, stages: list[dict], params: list[str]) -> dict:
+    """Which GPUs the servers and the chain's process use, what each GPU holds per stage (gpus.py adds it up),
+    each server's weights per GPU, and the launch lines; empty when the profile places nothing on a GPU."""
+    cfg, gpu_gib = place.cfg, place.limits["cuda"]
+    found = gpus.servers(cfg)
+    notes = gpus.unplaced(cfg)
+    chain_gpu = cfg.in_process_gpu
+    if chain_gpu is None and found and place.device == "cuda":
+        chain_gpu = 0
+        notes.append("in_process_gpu is not set: the chain's models are counted on GPU 0, the first its "
+                     "environment shows")
+    peaks = {st["stage"]: in_process_peak(st) for st in stages} if place.device == "cuda" else {}
+    use = gpus.gpu_use(found, gpu_gib, chain_gpu, peaks) if found or cfg.in_process_gpu is not None else {}
+    weights = {}
+    for s in found:
+        arch = model_size(s["models"][0])
+        weights[s["url"]] = arch.params * 2 / len(s["gpus"]) / GIB if arch else None
+    run_args = "".join(f" -p {shlex.quote(p)}" for p in params)
+    return {
+        "gpu_gib": gpu_gib, "servers": found, "chain_gpu": chain_gpu, "use": use, "weights": weights,
+        "launch": gpus.launch_lines(cfg, found, run_args) if found else [], "notes": notes,
+        "shared": gpus.shared_notes(use, found, chain_gpu, gpu_gib),
     }
 
 
 def flags(plan_dict: dict) -> list[str]:
     """One message per in-process model (or group held together) whose estimate exceeds its device's
-    memory."""
+    memory, per GPU that the servers and the chain together would overfill, and per server that cannot work."""
     out = []
     limits = plan_dict["limits"]
     for st in plan_dict["stages"]:
@@ -719,14 +778,16 @@ def flags(plan_dict: dict) -> list[str]:
             held = [m for m in st["models"] if m["role"] in group and m["device"] and m["estimate_gib"]]
             if len(held) < 2 or any(m["fits"] is False for m in held):
                 continue
-            total = sum(m["estimate_gib"] for m in held) - CUDA_OVERHEAD_GIB * (held[0]["device"] == "cuda")
+            total = held_total(held)
             if total > limits[held[0]["device"]]:
                 out.append(
                     f"{st['stage']}: {' + '.join(m['role'] + ' ' + m['model'] for m in held)} "
                     "are held together "
                     f"on {held[0]['device']}: ~{total:.1f} GiB (estimate) > {limits[held[0]['device']]:g} GiB"
                 )
-    return out
+    placed = plan_dict["gpus"]
+    out += gpus.overcommitted(placed["use"], placed["gpu_gib"])
+    return out + gpus.server_flags(placed["servers"], placed["gpu_gib"], placed["weights"])
 
 
 def _q(x) -> str:
@@ -773,13 +834,42 @@ def render(plan_dict: dict) -> str:
             lines.append(
                 f"  {r['what']:<24} {_num(r['count']):>8} {tin:>9} {tout:>10}  {r['where']}: {r['note']}"
             )
+    lines += render_gpus(plan_dict["gpus"])
     found = flags(plan_dict)
+    placed = " and every GPU its parts" if plan_dict["gpus"]["use"] else ""
     lines += [
         "",
-        "flags:" if found else "flags: none (every in-process model fits its device, by this estimate)",
+        "flags:" if found else f"flags: none (every in-process model fits its device{placed}, by this estimate)",
     ]
     lines += [f"  ! {f}" for f in found] + [f"  note: {w}" for w in plan_dict["warnings"]]
+    if plan_dict["gpus"]["launch"]:
+        lines += ["", "launch, from the repo root (servers first, each waited for; then the chain):"]
+        lines += [f"  {line}" for line in plan_dict["gpus"]["launch"]]
     return "\n".join(lines)
+
+
+def render_gpus(placed: dict) -> list[str]:
+    """The servers and the chain's GPU, then the GiB each GPU holds in each stage (none when nothing is placed)."""
+    if not placed["use"]:
+        return []
+    gib = placed["gpu_gib"]
+    lines = ["", "GPUs: a server holds its share of every GPU it sees, from its start; the chain, its stage's peak"]
+    for s in placed["servers"]:
+        w = placed["weights"][s["url"]]
+        up = "from the start" if s["stages"][0] != STAGES[-1] else "for 05_evaluate, started after 04_finetune"
+        lines.append(
+            f"  server {s['url']} on GPU{'s' if len(s['gpus']) > 1 else ''} {','.join(map(str, s['gpus']))}, "
+            f"{s['utilization']:g} x {gib:g} = {s['utilization'] * gib:.1f} GiB each; {' and '.join(s['models'])} "
+            f"for {', '.join(s['roles'])}; weights ~{_q(w and round(w, 1))} GiB per GPU; up {up}"
+        )
+    if placed["chain_gpu"] is not None:
+        lines.append(f"  the chain's own models on GPU {placed['chain_gpu']} (in_process_gpu)")
+    ids = sorted({g for held in placed["use"].values() for g in held})
+    lines.append(f"  {'GiB held':<14}" + "".join(f"{'GPU ' + str(g):>8}" for g in ids))
+    for stage, held in placed["use"].items():
+        cells = [sum(x for _, x in held[g]) if g in held else None for g in ids]
+        lines.append(f"  {stage:<14}" + "".join(f"{'-' if c is None else f'{c:.1f}':>8}" for c in cells))
+    return lines + [f"  note: {n}" for n in placed["shared"]]
 
 
 def command(
@@ -790,6 +880,6 @@ def command(
     echo=print,
 ) -> int:
     """The CLI: print the plan of a profile; 1 when something is flagged as not fitting, else 0."""
-    p = plan(load_config(profile, params or []), gpu_gib, cpu_gib)
+    p = plan(load_config(profile, params or []), gpu_gib, cpu_gib, params=params)
     echo(render(p))
     return 1 if flags(p) else 0

@@ -8,7 +8,10 @@ Executed notebooks are kept in runs/<profile>/notebooks/ so a failed cell can be
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,21 +91,49 @@ def run(profile: str = "tiny", overrides: dict[str, Any] | list[str] | None = No
         executed_dir = store.root / "notebooks"
         executed_dir.mkdir(exist_ok=True)
         wanted = [s for s in select_stages(start, stop) if s in available_stages()]
-        for i, stage in enumerate(wanted, 1):
-            fingerprint = stage_fingerprint(cfg, store, stage)
-            if not force and store.is_up_to_date(stage, fingerprint):
-                echo(f"[{i}/{len(wanted)}] {stage}: up to date, skipped")
-                continue
-            echo(f"[{i}/{len(wanted)}] {stage}: running notebooks/{stage}.ipynb ...")
-            t0 = time.time()
-            execute(stage, executed_dir / f"{stage}.ipynb", {"profile": nb_profile, "overrides": overrides},
-                    progress)
-            seconds = time.time() - t0
-            store.record_stage(stage, fingerprint, seconds)
-            echo(f"[{i}/{len(wanted)}] {stage}: done in {seconds:.1f} s")
+        with visible_gpu(cfg.in_process_gpu, echo):
+            run_stages(cfg, store, wanted, executed_dir, {"profile": nb_profile, "overrides": overrides}, force,
+                       echo, progress)
         index = report.render(store, cfg.figures)
         echo(f"report: {index}")
     return store
+
+
+def run_stages(cfg: Config, store: RunStore, wanted: list[str], executed_dir: Path, parameters: dict, force: bool,
+               echo, progress) -> None:
+    """Execute each wanted stage that is not up to date, recording it in the manifest."""
+    for i, stage in enumerate(wanted, 1):
+        fingerprint = stage_fingerprint(cfg, store, stage)
+        if not force and store.is_up_to_date(stage, fingerprint):
+            echo(f"[{i}/{len(wanted)}] {stage}: up to date, skipped")
+            continue
+        echo(f"[{i}/{len(wanted)}] {stage}: running notebooks/{stage}.ipynb ...")
+        t0 = time.time()
+        execute(stage, executed_dir / f"{stage}.ipynb", parameters, progress)
+        seconds = time.time() - t0
+        store.record_stage(stage, fingerprint, seconds)
+        echo(f"[{i}/{len(wanted)}] {stage}: done in {seconds:.1f} s")
+
+
+@contextmanager
+def visible_gpu(gpu: int | None, echo=print) -> Iterator[None]:
+    """While the stages run, CUDA_VISIBLE_DEVICES names only the profile's in_process_gpu: each notebook's kernel
+    inherits this process's environment when papermill starts it, so the chain's models land on that GPU and
+    never on a server's. Restored afterwards; None leaves the variable as it is."""
+    if gpu is None:
+        yield
+        return
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    replaced = f", replacing CUDA_VISIBLE_DEVICES={before}" if before not in (None, str(gpu)) else ""
+    echo(f"in-process models on GPU {gpu} (in_process_gpu: the notebooks see CUDA_VISIBLE_DEVICES={gpu}{replaced})")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def execute(stage: str, out: Path, parameters: dict, progress=None) -> None:
