@@ -211,16 +211,29 @@ def test_every_departure_says_why(profile):
         assert r["match"] or r["why"], f"{profile}: {r['switch']} departs without a reason"
 
 
-def test_paper_runs_every_switch_the_authors_way_but_the_chat_endpoints_header():
-    departures = [r["switch"] for r in fidelity.table(load_config("paper")) if not r["match"]]
-    assert departures == ["(assistant header)"], departures
-    local = fidelity.table(load_config("paper", {"gen_backend": "transformers", "gen_endpoints": []}))
-    assert all(r["match"] for r in local)
+def test_paper_runs_every_switch_the_authors_way_at_an_endpoint_and_in_process():
+    for overrides in ({}, {"gen_backend": "transformers", "gen_endpoints": []}):
+        rows = fidelity.table(load_config("paper", overrides))
+        assert [r["switch"] for r in rows if not r["match"]] == [], overrides
+    assert "38 of 38 switches match" in fidelity.render(rows, "paper")
+
+
+def test_their_generation_request_asks_an_endpoint_for_no_assistant_header():
+    """vLLM renders the chat template itself; `add_generation_prompt: false` renders it as their script did (the
+    template without the assistant header). A prefilled reply continues the final message instead."""
+    from synthempathy.lib.backends import OpenAIBackend, Request, Sampling
+
+    backend = OpenAIBackend(["http://127.0.0.1:9/v1"], "m")
+    theirs = Request.make("m", [("user", "their instruction")], "", Sampling(0.8, 0.9, 300), 0, generation_prompt=False)
+    assert backend.body(theirs)["add_generation_prompt"] is False and "continue_final_message" not in backend.body(theirs)
+    ours = Request.make("m", [("user", "ours")], "Round 1:", Sampling(0.8, 0.9, 300), 0)
+    assert backend.body(ours)["continue_final_message"] is True and backend.body(ours)["add_generation_prompt"] is False
+    assert "add_generation_prompt" not in backend.body(Request.make("m", [("user", "plain")], "", Sampling(0, 1, 9), 0))
 
 
 def test_one_gpu_departs_only_in_the_served_models_and_says_why():
     rows = {r["switch"]: r for r in fidelity.table(load_config("one_gpu")) if not r["match"]}
-    assert set(rows) == {"generator_model", "judge_model", "(assistant header)"}, set(rows)
+    assert set(rows) == {"generator_model", "judge_model", "quantization"}, set(rows)
     for key in ("generator_model", "judge_model"):
         assert rows[key]["profile"] == "meta-llama/Meta-Llama-3-8B-Instruct"
         assert rows[key]["why"].startswith("one 80 GB GPU: the 70B's bf16 weights alone (~131 GiB) need several")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .chain.store import JsonlCache, write_json, write_jsonl
-from .lib import arms, authors_data, judging, pairwise, sft
+from .lib import arms, authors_data, judging, pairwise, served, sft
 from .lib import bootstrap as B
 from .lib import metrics as M
 from .lib import results as R
@@ -120,10 +120,24 @@ results_table, results_markdown, ab_markdown = R.results_table, R.results_markdo
 @STAGE.step
 def answer(cfg, store, progress: bool = True) -> dict[str, list[list[dict]]]:
     """Step 1. Every model answers every evaluation example greedily: {name: one prediction list per training
-    seed}, each written to predictions/<name>[.seed-<s>].jsonl; cached, so a rerun generates nothing."""
+    seed}, each written to predictions/<name>[.seed-<s>].jsonl; cached, so a rerun generates nothing. At
+    evaluation servers, each must first show that it serves every adapter from its folder (lib/served.py)."""
     records = eval_records(cfg, store)
-    return {name: predict_seeds(cfg, store, name, specs, records, progress)
-            for name, specs in models_to_evaluate(cfg, store).items()}
+    models = models_to_evaluate(cfg, store)
+    if cfg.eval_endpoints:
+        served.check_served(answering_backend(cfg, BASE, cfg.base_model), served_adapters(cfg, store, models),
+                            cfg.base_model)
+    return {name: predict_seeds(cfg, store, name, specs, records, progress) for name, specs in models.items()}
+
+
+def served_adapters(cfg, store, models: dict[str, dict[int | None, str]]) -> dict[str, str]:
+    """{module name at the evaluation servers: adapter folder} of every adapter the stage asks: the arms' and the
+    sweep's."""
+    out = {prediction_name(name, seed): spec for name, specs in models.items() if name != BASE
+           for seed, spec in specs.items()}
+    out.update({prediction_name(name, seed): arms.trained(store, name, seed)
+                for name, *_ in arms.sweep_runs(cfg) for seed in cfg.train_seeds})
+    return out
 
 
 @STAGE.step

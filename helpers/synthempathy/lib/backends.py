@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import threading
 import time
@@ -36,8 +35,6 @@ from tqdm.auto import tqdm
 from ..chain.config import ConfigError
 from ..chain.store import JsonlCache, hash_obj
 from .prefix import shared_prefix_batch
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -235,7 +232,6 @@ class OpenAIBackend:
         self.model, self.concurrency, self.timeout, self.retries, self.backoff = model, concurrency, timeout, retries, backoff
         self.label_constraint = "structured_outputs"  # the judge sets its profile's (judging.make_judge)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._warned_header = False
         self.sent: Counter = Counter()  # {endpoint URL: replies it gave}
         self._sent_lock = threading.Lock()
 
@@ -256,10 +252,6 @@ class OpenAIBackend:
         raise EndpointError("no OpenAI-compatible endpoint answers:\n  " + "\n  ".join(errors))
 
     def body(self, req: Request) -> dict:
-        if not req.generation_prompt and not self._warned_header:
-            self._warned_header = True
-            log.warning("%s: a chat endpoint always adds the assistant header; the authors' script did not "
-                        "(see `python -m synthempathy fidelity`)", self.endpoints[0])
         messages = [{"role": role, "content": content} for role, content in req.messages]
         body = {"model": self.model, "messages": messages, "temperature": req.sampling.temperature,
                 "top_p": req.sampling.top_p, "max_tokens": req.sampling.max_new_tokens, "seed": req.seed}
@@ -267,6 +259,9 @@ class OpenAIBackend:
             # vLLM's extension: continue the last assistant message instead of starting a new one.
             messages.append({"role": "assistant", "content": req.prefill})
             body.update(continue_final_message=True, add_generation_prompt=False)
+        elif not req.generation_prompt:
+            # vLLM's extension: the template rendered without the assistant header, as the authors' script did
+            body["add_generation_prompt"] = False
         return body
 
     def post(self, client, url: str, body: dict) -> dict:

@@ -114,18 +114,13 @@ def table_for(profile: str, overrides=None) -> list[dict]:
 
 
 def header_row(cfg) -> dict:
-    """The assistant header after the generation request: the authors' script did not add one; a chat endpoint
-    always does, so `paper` through vLLM's chat API departs here whatever gen_prompt says."""
-    if cfg.gen_prompt != "authors":
-        value = "added (the project's prompt)"
-    elif cfg.gen_backend == "openai":
-        value = "added (a chat endpoint always adds it)"
-    else:
-        value = "none"
+    """The assistant header after the generation request: the authors' script did not add one. In process the
+    template is rendered without it; at an endpoint the request says so (vLLM's `add_generation_prompt: false`)."""
+    value = "added (the project's prompt)" if cfg.gen_prompt != "authors" else "none"
     return {"stage": "01_generate", "switch": "(assistant header)", "authors": "none", "profile": value,
-            "match": value == "none", "what": "the chat template applied without add_generation_prompt",
-            "why": "" if value == "none" else "vLLM's chat API renders the template itself; its completions API "
-                   "with a pre-rendered prompt would match"}
+            "match": value == "none", "what": "the chat template applied without add_generation_prompt "
+            "(at a vLLM endpoint: add_generation_prompt false in the request)",
+            "why": "" if value == "none" else "the project's prompt is a chat: the model answers as the assistant"}
 
 
 def table(cfg) -> list[dict]:
