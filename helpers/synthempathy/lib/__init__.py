@@ -8,6 +8,7 @@ chain/store.py).
 - authors:       the authors' own prompt texts, read at run time from their scripts at a pinned commit
 - authors_data:  the authors' released data: their file read, ED told apart, the arm authors_data, beside ours
 - backends:      a model that answers chats, in process or at OpenAI-compatible endpoints (`make_backend`)
+- served:        the check that every evaluation server serves each adapter from its folder, as it is
 - prefix:        batches whose shared prompt prefix is encoded once
 - models:        model specs (packaged, local, hub) -> tokenizers and causal LMs
 - embedding:     the cached sentence embedder (`embedder(cfg, store)`)
