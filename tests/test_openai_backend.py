@@ -196,10 +196,15 @@ def test_stage_01_through_the_openai_backend(server, run_overrides):
         assert ex["instruction"].endswith("\nListener: ") and ex["output"]
 
 
-def test_judge_through_the_endpoint_reads_label_logprobs(server, tmp_path):
+@pytest.mark.parametrize("constraint", ["structured_outputs", "grammar"])
+def test_judge_through_the_endpoint_reads_label_logprobs(server, tmp_path, constraint):
+    """llama.cpp ignores vLLM's `structured_outputs` field and takes a grammar: either way the labels' logprobs
+    come back and every item is scored."""
     from synthempathy.lib import judging as judge
 
-    endpoint_judge = judge.EndpointJudge(OpenAIBackend([server], "smollm2", timeout=60))
+    cfg = load_config("tiny", {"judge_endpoints": [server], "judge_model": "smollm2",
+                               "endpoint_label_constraint": constraint, "endpoint_timeout": 60})
+    endpoint_judge = judge.make_judge(cfg)
     items = [{"id": "a", "history": ["I lost my job today."], "response": "I am so sorry. That is a hard blow."}]
     cache = JsonlCache(tmp_path / "judge.jsonl")
     rows = judge.score_items(endpoint_judge, items, cache, progress=False)

@@ -14,7 +14,7 @@ from synthempathy.chain.config import load_config
 from synthempathy.chain.store import JsonlCache, write_json
 from synthempathy.lib import judging, pairwise, served
 from synthempathy.lib import results as R
-from synthempathy.lib.backends import OpenAIBackend
+from synthempathy.lib.backends import OpenAIBackend, Request, Sampling
 
 SURE = [("3", -0.2), ("2", -1.8), ("1", -3.5), ("**", -6.0)]
 ONE_LABEL = [("**", -0.1), ("Score", -2.3), ("3", -4.0)]   # a 70B judge that begins with markdown
@@ -104,6 +104,22 @@ def test_the_results_table_says_how_many_answers_the_judge_left_unscored():
     md = R.results_markdown(results)
     assert "| arm | naturalness | coherence | empathy | unscored |" in md and "| 6 of 18 |" in md
     assert R.results_table(results)[0]["judge_unscored"] == "6 of 18"
+
+
+def test_a_server_slower_than_endpoint_timeout_is_retried_endpoint_retries_times_then_named(tmp_path):
+    from synthempathy.lib.backends import EndpointError, make_backend
+
+    srv = VllmLike(delay=1.0)
+    try:
+        cfg = load_config("tiny", {"endpoint_timeout": 0.2, "endpoint_retries": 1})
+        backend = make_backend(cfg, "m", [srv.url])
+        backend.backoff = 0.0
+        requests = [Request.make("m", [("user", "hi")], "", Sampling(0.0, 1.0, 4), 0)]
+        with pytest.raises(EndpointError, match=f"{srv.url}: failed after 2 attempts: ReadTimeout"):
+            backend.generate(requests, JsonlCache(tmp_path / "c.jsonl"), progress=False)
+        assert len(srv.bodies) == 2
+    finally:
+        srv.close()
 
 
 # -- adapters checked before they answer ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,9 +27,10 @@ class VllmLike:
     the chosen token is the best allowed one when the request constrains the answer."""
 
     def __init__(self, top: Callable[[list[dict]], list[tuple[str, float]]] | None = None,
-                 models: list[dict] | None = None, metrics: str | None = None, api_key: str | None = None):
+                 models: list[dict] | None = None, metrics: str | None = None, api_key: str | None = None,
+                 delay: float = 0.0):
         self.top = top or (lambda messages: [("ok", -0.1)])
-        self.models, self.metrics, self.api_key = models or [], metrics, api_key
+        self.models, self.metrics, self.api_key, self.delay = models or [], metrics, api_key, delay
         self.bodies: list[dict] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -86,6 +88,7 @@ class VllmLike:
                     self.send(404, {"error": "not found"})
                 elif self.authorized():
                     server.bodies.append(body)
+                    time.sleep(server.delay)  # a server slower than the client's timeout
                     self.send(200, server.reply(body))
 
         return Handler
