@@ -19,12 +19,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from authors_fixture import released_file
 from chain import COMPARED, no_network, overrides_for
 
 from synthempathy import plots
 from synthempathy.chain import runner
 from synthempathy.chain.store import STAGES, read_jsonl
 from synthempathy.lib import sft
+from synthempathy.lib.ed import load_ed
 
 pytestmark = pytest.mark.slow
 
@@ -80,15 +82,21 @@ def test_whole_chain_runs_offline_then_is_up_to_date(reference, tmp_path):
     runner.run("tiny", overrides, echo=again.append)
     assert [ln for ln in again if "skipped" in ln] == [f"[{i}/6] {s}: up to date, skipped" for i, s in enumerate(STAGES, 1)]
 
-    # the quantity-quality sweep (on a copy, seed 0 alone): adding a point trains only its adapters, selected
-    # and random; every adapter there already is left untouched
-    mine = {**overrides_for(tmp_path), "sweep_thresholds": [20.0], "train_seeds": [0]}
+    # the quantity-quality sweep and the authors' released data (on a copy, seed 0 alone): adding a point trains
+    # only its adapters, selected and random, adding the arm authors_data only its own; every adapter there
+    # already is left untouched, and results.md sets their selection beside ours
+    theirs = released_file(tmp_path / "mix.json", load_ed("packaged:seed", "train")[:3])
+    mine = {**overrides_for(tmp_path), "sweep_thresholds": [20.0], "train_seeds": [0],
+            "authors_selection": str(tmp_path / "mix.json"), "arms": ["ed", "synth_empathy", "ed_plus_random", "authors_data"]}
     shutil.copytree(store.root, Path(mine["run_root"]) / "tiny")
     trained = {m: m.stat().st_mtime_ns for m in (Path(mine["run_root"]) / "tiny").glob("04_finetune/*/seed-*/completed.json")}
     store = runner.run("tiny", mine, start="04", echo=lambda _: None)
     assert {m: m.stat().st_mtime_ns for m in trained} == trained
     assert sorted(m.parent.parent.name for m in store.root.glob("04_finetune/*/seed-*/completed.json")
-                  if m not in trained) == ["sweep_T20", "sweep_T20_random"]
+                  if m not in trained) == ["authors_data", "sweep_T20", "sweep_T20_random"]
+    results = json.loads(store.path("05_evaluate", "results.json").read_text())
+    assert results["arms"]["authors_data"]["synthetic_examples"] == results["authors_data"]["synthetic"] == len(theirs)
+    assert "## The authors' released data" in store.path("05_evaluate", "results.md").read_text()
     rows = json.loads(store.path("05_evaluate", "results.json").read_text())["sweep"]
     point = {r["kind"]: r for r in rows if r["value"] == 20.0}
     assert set(point) == {"selected", "random"} and point["selected"]["synthetic"] == point["random"]["synthetic"] > 0

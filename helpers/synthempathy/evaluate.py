@@ -115,6 +115,7 @@ FIGURE_ORDER = (*M.KEYS, "embedding_cos", *CRITERIA)
 # What notebook 05 shows, from the modules that define it.
 FAMILIES, BAR_FAMILIES, verdict = R.FAMILIES, R.BAR_FAMILIES, R.verdict
 results_table, results_markdown, ab_markdown = R.results_table, R.results_markdown, pairwise.ab_markdown
+authors_markdown = authors_data.markdown
 
 
 @STAGE.step
