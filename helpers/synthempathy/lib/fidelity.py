@@ -14,7 +14,7 @@ from typing import Any
 
 LLAMA3_70B = "meta-llama/Meta-Llama-3-70B-Instruct"
 SMALL_MODELS = "70B/8B/7B models do not run on 2 CPU cores; SmolLM2-135M and MiniLM ship in PyPI packages"
-CPU_BUDGET = "the CPU time budget of the profile (tiny ~10 min, small ~1 h on 2 cores)"
+CPU_BUDGET = "the CPU time budget of the profile (tiny ~10 min, small ~1.5 h on 2 cores)"
 SMALL_FOLLOWS = "a 135M generator rarely follows the format from the authors' wording alone (FINDINGS.md)"
 ONE_GPU = "one 80 GB GPU: the 70B's bf16 weights alone (~131 GiB) need several, so the 8B base serves instead"
 ONE_GPU_GENERATOR = ONE_GPU + " (the paper reports gains with data generated from a low empathetic model)"
