@@ -77,9 +77,8 @@ def test_each_server_dialect_gets_its_label_constraint(judge_server, tmp_path, d
 def test_the_ab_judge_without_a_letter_leaves_the_pair_unscored(tmp_path):
     srv = VllmLike(lambda messages: [("**", -0.1)] if "NO-LABEL" in messages[-1]["content"] else [("A", -0.1), ("B", -2.0)])
     try:
-        backend = OpenAIBackend([srv.url], "judge")
-        backend.label_constraint = "none"  # unconstrained, as a server that knows no constraint: "**" answers
-        judge = judging.EndpointJudge(backend)
+        # unconstrained, as a server that knows no constraint: "**" answers
+        judge = judging.EndpointJudge(OpenAIBackend([srv.url], "judge"), label_constraint="none")
         pairs = [{"id": "p0", "history": ["I lost my job."], "x": "So sorry.", "y": "Jobs come and go."},
                  {"id": "p1", "history": ["I lost my job."], "x": "NO-LABEL sorry.", "y": "Oh well."}]
         rows = pairwise.judge_pairs(judge, pairs, JsonlCache(tmp_path / "ab.jsonl"), progress=False)
@@ -87,7 +86,7 @@ def test_the_ab_judge_without_a_letter_leaves_the_pair_unscored(tmp_path):
         assert rows[1]["empathy"] is None and rows[1]["empathy_orders"] == [None, None]
         summary = pairwise.ab_summary([rows], 100, 0)["empathy"]
         assert summary["pairs"] == 1 and summary["unscored"] == 1 and summary["tie"][0] == 1.0
-        backend.label_constraint = "structured_outputs"  # held to a letter, the pair gets the constrained verdict
+        judge.label_constraint = "structured_outputs"  # held to a letter, the pair gets the constrained verdict
         rows = pairwise.judge_pairs(judge, pairs[1:], JsonlCache(tmp_path / "ab2.jsonl"), progress=False)
         assert srv.bodies[-1]["structured_outputs"] == {"choice": ["A", "B", "C"]} and rows[0]["empathy"] == 0
     finally:

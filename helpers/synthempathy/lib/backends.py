@@ -230,7 +230,6 @@ class OpenAIBackend:
                                 "(e.g. http://localhost:8000/v1 for `vllm serve`)")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.model, self.concurrency, self.timeout, self.retries, self.backoff = model, concurrency, timeout, retries, backoff
-        self.label_constraint = "structured_outputs"  # the judge sets its profile's (judging.make_judge)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.sent: Counter = Counter()  # {endpoint URL: replies it gave}
         self._sent_lock = threading.Lock()
@@ -332,23 +331,22 @@ class OpenAIBackend:
             for f in done:
                 f.result()  # re-raise the first failure; what finished is already handed on
 
-    def next_token_logprobs_many(self, messages_list: Sequence[list[dict]], labels: Sequence[str] | None = None,
+    def next_token_logprobs_many(self, messages_list: Sequence[list[dict]], constraint: dict | None = None,
                                  top: int = 20, on_result: Callable[[int, dict[str, float]], None] | None = None,
                                  ) -> list[dict[str, float]]:
         """{token: logprob} of the most likely first reply tokens of each chat, through the pool like `generate`
-        (concurrency, round-robin, failover). With `labels`, the server is asked to answer with one of them
-        (`label_constraint`), so the answer is a label even where the model would begin otherwise. on_result(i,
+        (concurrency, round-robin, failover). `constraint`, the request fields of `label_constraint`, holds the
+        answer to a label even where the model would begin otherwise. on_result(i,
         logprobs) runs under one lock as each arrives, so a caller can cache every answer at once; a failure is
         raised after the answers that came were handed on."""
         if not messages_list:
             return []
         self.check()
         out: list[dict | None] = [None] * len(messages_list)
-        constraint = label_constraint(self.label_constraint, labels) if labels else {}
 
         def body_of(i: int) -> dict:
             return {"model": self.model, "messages": list(messages_list[i]), "max_tokens": 1, "temperature": 0.0,
-                    "logprobs": True, "top_logprobs": top, **constraint}
+                    "logprobs": True, "top_logprobs": top, **(constraint or {})}
 
         def on_reply(i: int, data: dict) -> None:
             try:

@@ -18,7 +18,16 @@ from tqdm.auto import tqdm
 
 from ..chain.store import JsonlCache, hash_obj
 from .authors import texts_for
-from .backends import USAGE, OpenAIBackend, Request, Sampling, TransformersBackend, derived_seed, make_backend
+from .backends import (
+    USAGE,
+    OpenAIBackend,
+    Request,
+    Sampling,
+    TransformersBackend,
+    derived_seed,
+    label_constraint,
+    make_backend,
+)
 from .dialogue import listener_prompt, prompts, transcript
 from .prefix import common_prefix_len, shared_prefix_batch
 
@@ -134,8 +143,9 @@ class EndpointJudge:
     authors = None
     streams = True  # label_logits takes on_result: each answer can be cached as it arrives (ask_missing)
 
-    def __init__(self, backend, batch_size: int = 8):
+    def __init__(self, backend, batch_size: int = 8, label_constraint: str = "structured_outputs"):
         self.backend, self.spec, self.batch_size = backend, backend.model, batch_size
+        self.label_constraint = label_constraint  # how the server is held to a label (backends.label_constraint)
 
     def label_logits(self, messages_batch: list[list[dict]], labels: Sequence[str] = LABELS,
                      on_result=None) -> list[list[float]]:
@@ -145,7 +155,8 @@ class EndpointJudge:
             return [max((lp for tok, lp in top.items() if tok.strip() == label), default=-math.inf) for label in labels]
 
         each = None if on_result is None else (lambda i, top: on_result(i, logits(top)))
-        return [logits(top) for top in self.backend.next_token_logprobs_many(messages_batch, labels, on_result=each)]
+        return [logits(top) for top in self.backend.next_token_logprobs_many(
+            messages_batch, label_constraint(self.label_constraint, labels), on_result=each)]
 
 
 def ask_missing(judge, todo: list[tuple[str, list[dict]]], labels: Sequence[str], row_of, cache: JsonlCache,
@@ -236,8 +247,7 @@ def make_judge(cfg):
     """The judge of the profile, on the one backend the config names (endpoints, or in process)."""
     backend = make_backend(cfg, cfg.judge_model, cfg.judge_endpoints or None)
     if isinstance(backend, OpenAIBackend):
-        backend.label_constraint = cfg.endpoint_label_constraint
-        judge = EndpointJudge(backend)
+        judge = EndpointJudge(backend, label_constraint=cfg.endpoint_label_constraint)
     else:
         judge = InProcessJudge(backend, cfg.judge_batch_size)
     if cfg.judge_prompt == "authors":
