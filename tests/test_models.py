@@ -46,3 +46,22 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
 def test_unknown_specs_are_named(spec):
     with pytest.raises(ModelError, match="model '" + spec.replace(".", r"\.")):
         models.resolve(spec)
+
+
+@pytest.mark.slow
+def test_the_conversion_reads_the_gguf_once_and_loads_what_transformers_loads():
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = models.packaged_file("packaged:smollm2-135m-instruct")
+    plain = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).state_dict()
+    plain_vocab = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).get_vocab()
+    reader = gguf.GGUFReader
+    with models.gguf_parsed_once():
+        vocab = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).get_vocab()
+        once = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).state_dict()
+        assert gguf.GGUFReader.cache_info().misses == 1, "one parse of the file serves tokenizer, config and weights"
+    assert gguf.GGUFReader is reader, "the library is left as it was"
+    assert vocab == plain_vocab
+    assert once.keys() == plain.keys() and all(torch.equal(once[k], plain[k]) for k in plain)
