@@ -136,6 +136,7 @@ class Panel:
         import torch
 
         ids = [self.prompt_ids(turns)[0].tolist() for _, turns in rows]
+        # plain left padding, not prefix.shared_prefix_batch: a shared prefix's keys and values differ per adapter
         width, pad = max(map(len, ids)), self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.model.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.model.device)
