@@ -5,7 +5,9 @@ quantization `none` or `4bit`, times the step
 - `before`: trl's loss, whose fused head on a CPU scores every position and recomputes them in its backward, and
   torch's dropout masks (the package before lib/cpu_step.py);
 - `head`: the head on the reply's tokens only (lib/cpu_step.py's loss), torch's dropout masks;
-- `after`: that, LoRA's dropout masks from numpy, and (4-bit) the adapters kept in fp32 (the package now).
+- `padded`: that, LoRA's dropout masks from numpy, and (4-bit) the adapters kept in fp32, the layers run on the
+  padded batch (the package before `cpu_step.packed`);
+- `after`: the package now: `padded`, the batch's examples packed into one row without padding.
 trl turns a quantized model's adapters into bf16; `before` and `head` keep that.
 For each: training tokens/s through `sft.train_lora` (the stage's own path), peak RSS,
 then one step taken apart on a batch of the same data (torch.profiler: the output head, 4-bit dequantization,
@@ -18,6 +20,7 @@ rate as a share of this CPU's own fp32 matmul rate, measured first (the roofline
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -26,7 +29,7 @@ import tempfile
 
 from machine import AVX2_ONLY, cpu_flags
 
-VARIANTS = ("none:before", "none:after", "4bit:before", "4bit:head", "4bit:after")
+VARIANTS = ("none:before", "none:padded", "none:after", "4bit:before", "4bit:head", "4bit:padded", "4bit:after")
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"}
 
 
@@ -135,6 +138,8 @@ def child(payload: dict) -> dict:
     if payload["step"] in ("before", "head"):  # torch's bernoulli_ draws LoRA's dropout masks; trl's bf16 adapters
         trainer.swap_lora_dropout = lambda model: 0
         trainer.adapters_in_fp32 = lambda model: 0
+    if payload["step"] == "padded":  # position ids given: the loss keeps the padded batch (cpu_step.loss_on_labels)
+        trainer.loss_on_labels = functools.partial(padded_loss, trainer.loss_on_labels)
     cfg = load_config("tiny", {"quantization": payload["q"], "max_steps": payload["steps"],
                                "train_batch_size": payload["batch"], "max_length": payload["max_length"]})
     items = [r.to_dict() for r in load_ed("packaged:seed", "train")]
@@ -142,6 +147,11 @@ def child(payload: dict) -> dict:
     rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rec["step"] = take_apart(payload["q"], payload["batch"], payload["max_length"])
     return rec
+
+
+def padded_loss(loss, model, inputs: dict, num_items_in_batch=None):
+    positions = inputs["attention_mask"].long().cumsum(-1).sub(1).clamp(min=0)  # a right-padded batch's own positions
+    return loss(model, {**inputs, "position_ids": positions}, num_items_in_batch)
 
 
 def child_env(args) -> dict:
@@ -182,7 +192,7 @@ def main() -> None:
     for v, r in res.items():
         s, (q, step) = r["step"], v.split(":")
         # FlopCounterMode does not see into bitsandbytes' 4-bit matmul: the same step's FLOPs are the plain model's
-        plain = f"none:{'before' if step == 'before' else 'after'}"
+        plain = f"none:{step if step in ('before', 'padded') else 'after'}"
         gflop = res[plain]["step"]["gflop"] if q == "4bit" and plain in res else s["gflop"]
         rate = gflop / s["step_s"]
         print(f"finetune {v:>11}: {r['steps']} steps x {args.batch} examples, {r['train_tokens']} tokens in "
@@ -192,10 +202,10 @@ def main() -> None:
               f"= {rate:.1f} GFLOP/s, {100 * rate / peak:.0f}% of the matmul rate; time: "
               + ", ".join(f"{k} {100 * p:.0f}%" for k, p in s["parts"].items()))
     for q in ("none", "4bit"):
-        for step in ("head", "after"):
-            if f"{q}:before" in res and f"{q}:{step}" in res:
-                print(f"finetune {q} {step}/before: "
-                      f"{res[f'{q}:{step}']['tokens_per_s'] / res[f'{q}:before']['tokens_per_s']:.2f}x tokens/s")
+        for step, base in (("head", "before"), ("padded", "before"), ("after", "before"), ("after", "padded")):
+            if f"{q}:{base}" in res and f"{q}:{step}" in res:
+                print(f"finetune {q} {step}/{base}: "
+                      f"{res[f'{q}:{step}']['tokens_per_s'] / res[f'{q}:{base}']['tokens_per_s']:.2f}x tokens/s")
     for step in ("before", "after"):
         a, b = res.get(f"4bit:{step}"), res.get(f"none:{step}")
         if a and b:

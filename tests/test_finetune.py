@@ -128,8 +128,9 @@ def test_a_4bit_model_keeps_its_gradients_after_an_evaluation_pass():
 
 @pytest.mark.parametrize("quantization", ["4bit", "none"])
 def test_the_loss_on_the_labelled_positions_is_trls(tmp_path, quantization):
-    """The package's loss (the output head on the reply's tokens only, lib/cpu_step.py) equals trl's, which scores
-    every position on a CPU: the same loss to 1e-5 and the same LoRA gradients, on a fixed batch of seed dialogues.
+    """The package's loss (the output head on the reply's tokens only, the batch packed into one row without padding;
+    lib/cpu_step.py) equals trl's, which scores every position of the padded batch on a CPU: the same loss to 1e-5
+    and the same LoRA gradients, on a fixed batch of seed dialogues.
     The adapters stay in fp32, the CPU's compute dtype, though trl makes a quantized model's adapters bf16."""
     import datasets
     import torch
@@ -151,6 +152,7 @@ def test_the_loss_on_the_labelled_positions_is_trls(tmp_path, quantization):
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     labelled = int((batch["labels"][:, 1:] != -100).sum())
     assert 0 < labelled < batch["labels"].numel() // 2, "the history is masked: most positions carry no label"
+    assert not batch["attention_mask"].all(), "a padded batch: the package's loss packs it into one row, trl's pads"
     lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
     assert lora and all(p.dtype == torch.float32 for p in lora), {p.dtype for p in lora}
 
