@@ -188,6 +188,27 @@ def test_the_reserved_cache_samples_the_tokens_of_transformers_own_cache():
         "the prompt and the new tokens were written into the room reserved after the batch was laid out"
 
 
+def test_the_nucleus_filter_keeps_the_tokens_of_transformers_top_p():
+    """lib/sampling.py finds the nucleus among each row's most probable tokens instead of sorting the row: the same
+    kept tokens and the same tempered logits as transformers' temperature and top-p, also for a row whose nucleus
+    is wider than the tokens it reads first (then it sorts)."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from synthempathy.lib.sampling import nucleus_filter
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 49152, generator=gen) * torch.tensor([[1.0], [3.0], [6.0], [10.0], [0.2], [20.0]])
+    for top_p, temperature in ((0.9, 0.8), (0.5, 1.0), (0.99, 0.7)):
+        theirs = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, logits.clone()))
+        for top in (64, 512, 49152):
+            ours = nucleus_filter(logits, temperature, top_p, top=top)
+            kept = torch.isfinite(ours)
+            assert torch.equal(kept, torch.isfinite(theirs)), (top_p, top, kept.sum(-1), torch.isfinite(theirs).sum(-1))
+            assert torch.equal(ours[kept], theirs[kept])
+    assert torch.equal(nucleus_filter(logits, 0.8, 1.0), logits / 0.8)
+
+
 # -- shapes larger generators write (issue #14, item 5) -------------------------------------------------------
 
 EXAM = ("I failed my exam.", "I'm sorry, that must hurt.")

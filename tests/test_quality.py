@@ -12,7 +12,6 @@ from synthempathy.lib import judging as judge
 from synthempathy.lib.backends import TransformersBackend
 from synthempathy.lib.ed import load_ed
 from synthempathy.lib.models import load_lm
-from synthempathy.lib.prefix import prefix_tree
 from synthempathy.lib.selection import select_quality, similarity
 
 
@@ -62,26 +61,6 @@ def test_the_sanity_summary_counts_unscored_items_and_averages_the_scored():
     assert "left 6 items unscored" in judge.sanity_verdict(judge.sanity_summary(rows, panel), "m")
 
 
-def test_the_prefix_tree_encodes_each_shared_segment_once_and_every_prompt_whole():
-    instruction, dialogues, replies = list(range(20)), [[100 + i] * 18 for i in range(2)], [[200 + i] * 17 for i in range(2)]
-    ids = [instruction + d + r + [300 + c] for d in dialogues for r in replies for c in range(3)]  # 12 prompts
-    ids.append(instruction + [400] * 5)  # shares only the instruction
-    ids.append(instruction + dialogues[0] + [500, 501])  # shares a dialogue, nothing of the replies
-    levels = prefix_tree(ids, min_shared=16)
-    assert [len(level) for level in levels] == [1, 3, 6, 14]  # instruction; 2 dialogues + a filler; 4 replies + 2 fillers
-    assert sum(end - start for level in levels for _, _, start, end in level) == (
-        20 + 2 * 18 + 4 * 17 + 12 + 5 + 2), "every shared segment once"
-    for r, x in enumerate(ids):  # each prompt's path of segments, root to leaf, spells the prompt
-        node, path = r, []
-        for level in reversed(levels):
-            parent, row, start, end = level[node]
-            path[:0] = ids[row][start:end]
-            node = parent
-        assert path == x and node == -1
-    assert [len(level) for level in prefix_tree([[1] * 40, [1] * 40 + [2]], min_shared=16)] == [1, 2]
-    assert [len(level) for level in prefix_tree([[1, 2, 3], [4, 5]], min_shared=16)] == [2]
-
-
 def test_sanity_pairs_are_a_derangement():
     records = [{"id": str(i), "history": [f"h{i}"], "response": f"r{i}"} for i in range(10)]
     real, fake = judge.shuffled_pairs(records, 6, seed=3)
@@ -110,17 +89,6 @@ def test_in_process_judge_scores_real_items_within_1_to_3(tmp_path):
     alone = np.array([j.label_logits([p])[0] for p in prompts])
     np.testing.assert_allclose(together, alone, atol=2e-3)
     assert not np.allclose(together[0], together[3], atol=0.1), "different replies should get different logits"
-
-    # deeper trees: two replies to each of two dialogues, and one prompt that shares only the instruction
-    replies = ["I am so sorry. That is a hard blow.", "Oh no. Do you have any savings to fall back on?"]
-    deep = [judge.judge_messages(it["history"], reply, c) for it in items for reply in replies for c in judge.CRITERIA]
-    deep.append(judge.judge_messages(["Hi."], "Hello!", "empathy"))
-    np.testing.assert_allclose(j.label_logits(deep), [j.label_logits([p])[0] for p in deep], atol=2e-3)
-
-    # a resumed run asks whole batches of every prompt again: its rows are the uninterrupted run's, byte for byte
-    half = JsonlCache(tmp_path / "half.jsonl")
-    half.add(cache.rows()[::2])
-    assert judge.score_items(j, items, half, progress=False) == rows and len(half) == 6
 
 
 def seed_items(n):

@@ -81,23 +81,15 @@ def predict_seeds(cfg, store, name: str, specs: dict, records, progress: bool = 
     return [predict(cfg, store, prediction_name(name, seed), spec, records, progress) for seed, spec in specs.items()]
 
 
-def per_example(cfg, by_seed: list[list[dict]], emb: Embedder, judged: list[list[dict]] | None = None) -> dict:
-    """{figure: one row of per-example values per seed}: the embedding cosine, and the judge's criteria (`judged`:
-    the judge's rows of each seed's predictions, judge_replies)."""
+def per_example(cfg, by_seed: list[list[dict]], emb: Embedder, judge=None, judge_cache=None, progress=True) -> dict:
+    """{figure: one row of per-example values per seed}: the embedding cosine, and the judge's criteria."""
     out = {"embedding_cos": [(100 * M.embedding_cosines([r["prediction"] for r in rows], [r["gold"] for r in rows],
                                                         emb.encode)).tolist() for rows in by_seed]}
-    if judged is not None:
+    if judge is not None:
+        judged = [judging.score_items(judge, [{"id": r["id"], "history": r["history"], "response": r["prediction"]}
+                                              for r in rows], judge_cache, progress) for rows in by_seed]
         out.update({c: [[j[c] for j in rows] for rows in judged] for c in CRITERIA})
     return out
-
-
-def judge_replies(judge, predictions: dict, cache, progress: bool = True) -> dict[str, list[list[dict]]]:
-    """{name: the judge's rows of each seed's predictions}. Every model's replies go to the judge at once: the
-    replies to one dialogue then sit side by side and share the encoding of the instruction and the dialogue."""
-    items = [{"id": f"{name}/{i}/{r['id']}", "history": r["history"], "response": r["prediction"]}
-             for name, by_seed in predictions.items() for i, rows in enumerate(by_seed) for r in rows]
-    judged = iter(judging.score_items(judge, items, cache, progress))
-    return {name: [[next(judged) for _ in rows] for rows in by_seed] for name, by_seed in predictions.items()}
 
 
 def figures_of(cfg, by_seed: list[list[dict]], values: dict) -> dict:
@@ -154,8 +146,8 @@ def score_answers(cfg, store, predictions: dict, judge, progress: bool = True) -
     """Step 2. Per example, per seed: the embedding cosine to the gold reply and the `judge`'s expected scores
     ({name: {figure: rows}}, written to per_example.json); BLEU, Dist, ROUGE and F1 are corpus figures (step 3)."""
     emb = embedder(cfg, store)
-    judged = judge_replies(judge, predictions, JsonlCache(store.work_dir("05_evaluate") / "judge.cache.jsonl"), progress)
-    values = {name: per_example(cfg, p, emb, judged[name]) for name, p in predictions.items()}
+    judge_cache = JsonlCache(store.work_dir("05_evaluate") / "judge.cache.jsonl")
+    values = {name: per_example(cfg, p, emb, judge, judge_cache, progress) for name, p in predictions.items()}
     write_json(store.path("05_evaluate", "per_example.json"), values)
     return values
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from ..chain.config import ConfigError
 from ..chain.store import JsonlCache, hash_obj
 from .prefix import shared_prefix_batch
+from .sampling import nucleus_processor_class
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,9 @@ class TransformersBackend:
         ids = [tok(self.render(r), add_special_tokens=False)["input_ids"] for r in batch]
         eos = {tok.eos_token_id, *as_list(model.generation_config.eos_token_id)} - {None}
         kwargs = {"max_new_tokens": s.max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": sorted(eos)}
-        if s.temperature > 0:
-            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
+        if s.temperature > 0:  # temperature and top-p in one processor that does not sort the vocabulary (sampling.py)
+            kwargs.update(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                          logits_processor=[nucleus_processor_class()(s.temperature, s.top_p)])
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         torch.manual_seed(derived_seed(*(r.seed for r in batch)))  # this batch's draws depend on it alone

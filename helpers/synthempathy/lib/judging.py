@@ -8,7 +8,6 @@ process this comes from the logits; through an OpenAI-compatible endpoint, from 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -30,7 +29,7 @@ from .backends import (
     make_backend,
 )
 from .dialogue import listener_prompt, prompts, transcript
-from .prefix import last_logits
+from .prefix import common_prefix_len, shared_prefix_batch
 
 CRITERIA = ("naturalness", "coherence", "empathy")
 LABELS = ("1", "2", "3")
@@ -81,11 +80,10 @@ def scores_from_logits(logits: Sequence[float]) -> tuple[float | None, int | Non
 
 
 class InProcessJudge:
-    """The judge model in this process: one next-token reading per prompt.
+    """The judge model in this process: one forward pass per prompt.
 
-    The prompts of a batch share beginnings at several depths: the instruction (every prompt), a dialogue (every
-    model's reply to it), a reply (its three criteria). Each shared segment is encoded once and its KV cache reused
-    below it (lib/prefix.last_logits); `ask_missing` puts the prompts that share most side by side."""
+    The three criteria of one reply share everything up to the rubric (instruction, dialogue, reply): that
+    shared prefix is encoded once and its KV cache reused for the three rubrics (bench/profile_stage.py)."""
 
     authors = None  # the authors' texts when the judge asks in their words (make_judge)
 
@@ -106,15 +104,36 @@ class InProcessJudge:
 
     def label_logits(self, messages_batch: list[list[dict]], labels: Sequence[str] = LABELS) -> list[list[float]]:
         """The next-token logits of `labels` (the scores, or the pairwise judge's letters) after each prompt."""
-        import torch
-
         label_ids = self.label_ids if tuple(labels) == LABELS else [self._single_token(label) for label in labels]
         texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_batch]
         ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        with torch.inference_mode():
-            logits = last_logits(self.model, ids, self.tok.pad_token_id)
+        out = []
+        for group in _prefix_groups(ids):
+            out += self._group_logits([ids[i] for i in group], label_ids)
         USAGE.record(self.spec, len(ids), sum(map(len, ids)), 0)  # logits read, no token generated
+        return out
+
+    def _group_logits(self, ids: list[list[int]], label_ids: list[int]) -> list[list[float]]:
+        import torch
+
+        with torch.inference_mode():
+            input_ids, mask, shared, cache = shared_prefix_batch(self.model, ids, self.tok.pad_token_id)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` derives itself; a forward call does not
+            # the judge reads the next token after each prompt: the output head runs on the last position only
+            logits = self.model(input_ids=input_ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
+                                past_key_values=cache, logits_to_keep=1).logits[:, -1, :]
         return logits[:, label_ids].float().tolist()
+
+
+def _prefix_groups(ids: list[list[int]]) -> list[list[int]]:
+    """Consecutive prompts that share at least half of the first one's tokens (one reply's three criteria)."""
+    groups: list[list[int]] = []
+    for i, x in enumerate(ids):
+        if groups and common_prefix_len([ids[groups[-1][0]], x]) * 2 >= len(ids[groups[-1][0]]):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 class EndpointJudge:
@@ -140,15 +159,11 @@ class EndpointJudge:
             messages_batch, label_constraint(self.label_constraint, labels), on_result=each)]
 
 
-def ask_missing(judge, asked: list[tuple[str, list[dict]]], labels: Sequence[str], row_of, cache: JsonlCache,
+def ask_missing(judge, todo: list[tuple[str, list[dict]]], labels: Sequence[str], row_of, cache: JsonlCache,
                 bar=None) -> None:
-    """Cache row_of(key, logits of `labels`) for every (key, messages) of `asked` not cached yet. At endpoints all
-    of them go through the backend's pool at once and each row is cached as its answer arrives. In process they
-    are asked in fixed batches of all of `asked`, ordered by their messages (so prompts that begin alike sit
-    together and share their encoding); a batch is asked whole while any of its rows is missing, so a resumed run
-    reads every row from the batch an uninterrupted run would have. Either way a kill loses only what was in
-    flight, and nothing is cached twice."""
-    todo = [(key, msgs) for key, msgs in asked if key not in cache]
+    """Cache row_of(key, logits of `labels`) for every (key, messages) of `todo`. At endpoints all prompts go
+    through the backend's pool at once and each row is cached as its answer arrives; in process a batch at a
+    time, each batch cached at once. Either way a kill loses only what was in flight, and nothing is asked twice."""
     if getattr(judge, "streams", False):
         def cached(i: int, logits: list[float]) -> None:
             cache.add([row_of(todo[i][0], logits)])
@@ -157,16 +172,12 @@ def ask_missing(judge, asked: list[tuple[str, list[dict]]], labels: Sequence[str
 
         judge.label_logits([m for _, m in todo], labels, on_result=cached)
         return
-    ordered = sorted(asked, key=lambda km: json.dumps(km[1], sort_keys=True))
-    for i in range(0, len(ordered), judge.batch_size):
-        chunk = ordered[i: i + judge.batch_size]
-        missing = [key not in cache for key, _ in chunk]
-        if not any(missing):
-            continue
+    for i in range(0, len(todo), judge.batch_size):
+        chunk = todo[i: i + judge.batch_size]
         logits = judge.label_logits([m for _, m in chunk], labels=labels)
-        cache.add([row_of(key, lg) for (key, _), lg, new in zip(chunk, logits, missing) if new])
+        cache.add([row_of(key, lg) for (key, _), lg in zip(chunk, logits)])
         if bar is not None:
-            bar.update(sum(missing))
+            bar.update(len(chunk))
 
 
 def _score_row(key: str, logits: list[float]) -> dict:
@@ -182,11 +193,10 @@ def score_items(judge, items: list[dict], cache: JsonlCache, progress: bool = Tr
         for c in CRITERIA:
             msgs = judge_messages(it["history"], it["response"], c, judge.authors)
             keyed.append((it["id"], c, hash_obj({"judge": judge.spec, "messages": msgs})[:24], msgs))
-    asked = list({key: msgs for _, _, key, msgs in keyed}.items())
-    bar = tqdm(total=sum(key not in cache for key, _ in asked), desc="judging", unit="item", disable=not progress,
-               mininterval=1.0)
+    todo = list({key: msgs for _, _, key, msgs in keyed if key not in cache}.items())
+    bar = tqdm(total=len(todo), desc="judging", unit="item", disable=not progress, mininterval=1.0)
     try:
-        ask_missing(judge, asked, LABELS, _score_row, cache, bar)
+        ask_missing(judge, todo, LABELS, _score_row, cache, bar)
     finally:
         bar.close()
     sampled = sampled_answers(judge, {key: msgs for _, _, key, msgs in keyed}, cache, progress) if judge.authors else {}

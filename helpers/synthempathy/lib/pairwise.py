@@ -88,11 +88,10 @@ def _prompts_to_judge(items: list[dict]) -> list[tuple[str, str, bool, list[dict
 def _judge_missing(judge, keyed: list[tuple[str, list[dict]]], cache: JsonlCache, progress: bool) -> None:
     """Ask the judge for every (key, messages) not cached yet, as the 1..3 judge asks (judging.ask_missing: at
     endpoints through the backend's pool, each verdict cached as it arrives; in process a batch at a time)."""
-    asked = list(dict(keyed).items())
-    bar = tqdm(total=sum(key not in cache for key, _ in asked), desc="A/B judging", unit="prompt",
-               disable=not progress, mininterval=1.0)
+    todo = list({key: msgs for key, msgs in keyed if key not in cache}.items())
+    bar = tqdm(total=len(todo), desc="A/B judging", unit="prompt", disable=not progress, mininterval=1.0)
     try:
-        ask_missing(judge, asked, LETTERS, lambda key, lg: {"key": key, "logits": lg, "verdict": letter_from_logits(lg)},
+        ask_missing(judge, todo, LETTERS, lambda key, lg: {"key": key, "logits": lg, "verdict": letter_from_logits(lg)},
                     cache, bar)
     finally:
         bar.close()

@@ -1,9 +1,8 @@
 """A batch of prompts that share their beginning, encoded so that the shared part is computed once.
 
-Generation (the system prompt and the one-shot example are ~60% of every prompt) lays its batches out this way;
-it is what makes batching pay on a CPU (bench/generation.py). The judge's prompts share more than one beginning
-(the instruction; one dialogue, whichever model replied; one reply, whichever criterion is asked): they are encoded
-as a tree of shared segments (`prefix_tree`, `last_logits`).
+Generation (the system prompt and the one-shot example are ~60% of every prompt) and the judge (one reply's
+three rubrics share instruction, dialogue and reply) both lay their batches out this way; it is what makes
+batching pay on a CPU (bench/generation.py).
 """
 
 from __future__ import annotations
@@ -103,74 +102,3 @@ def common_prefix_len(seqs: list[list[int]]) -> int:
         if any(x[i] != seqs[0][i] for x in seqs):
             return i
     return n
-
-
-def prefix_tree(ids: list[list[int]], min_shared: int = MIN_SHARED_PREFIX) -> list[list[tuple[int, int, int, int]]]:
-    """The prompts as a tree of shared segments, level by level. levels[k] lists nodes (parent: index in
-    levels[k-1], row: a prompt holding the segment, start, end); the segment is ids[row][start:end]. Every prompt
-    reads its path of segments from the root to the last level, whose nodes are the prompts' own suffixes (>= 1
-    token each), one per prompt and in order. A segment shared by several prompts is one node when it has at least
-    `min_shared` tokens; a path shorter than the others gets empty segments (end = start) before its suffix."""
-    paths: list[list[tuple[int, int, int]]] = [[] for _ in ids]
-
-    def split(rows: list[int], start: int) -> None:
-        if len(rows) == 1:
-            paths[rows[0]].append((rows[0], start, len(ids[rows[0]])))
-            return
-        end = min(common_prefix_len([ids[r] for r in rows]), min(len(ids[r]) for r in rows) - 1)
-        if end - start >= min_shared:
-            for r in rows:
-                paths[r].append((rows[0], start, end))
-            start = end
-        groups: dict[int, list[int]] = {}
-        for r in rows:  # the prompts part at `end`, each group sharing at least one more token
-            groups.setdefault(ids[r][end], []).append(r)
-        if len(groups) == 1:  # the shortest prompt's last token: nothing more to share
-            for r in rows:
-                paths[r].append((r, start, len(ids[r])))
-            return
-        for group in groups.values():
-            split(group, start)
-
-    split(list(range(len(ids))), 0)
-    depth = max(map(len, paths))
-    for path in paths:
-        row, start, _ = path[-1]
-        path[-1:-1] = [(row, start, start)] * (depth - len(path))
-    levels: list[list[tuple[int, int, int, int]]] = []
-    index: list[dict[tuple, int]] = []
-    for k in range(depth):  # a node is its path from the root: equal paths, one node
-        nodes, seen = [], {}
-        for path in paths:
-            key = tuple(path[: k + 1])
-            if key not in seen:
-                seen[key] = len(nodes)
-                nodes.append((index[k - 1][key[:-1]] if k else -1, *path[k]))
-        levels.append(nodes)
-        index.append(seen)
-    return levels
-
-
-def last_logits(model, ids: list[list[int]], pad_id: int, min_shared: int = MIN_SHARED_PREFIX):
-    """The next-token logits after each prompt (rows of a float tensor), every shared segment of `prefix_tree`
-    encoded once. A level is one forward pass: its segments left-padded to the longest, each row continuing its
-    parent's KV cache, the mask hiding the padding and the position ids counting only real tokens."""
-    import torch
-
-    cache, mask, logits = reserved_cache(0), None, None
-    for k, nodes in enumerate(prefix_tree(ids, min_shared)):
-        if k:
-            parents = torch.tensor([parent for parent, *_ in nodes], device=model.device)
-            cache.batch_select_indices(parents)
-            mask = mask[parents]
-        width = max(end - start for _, _, start, end in nodes)
-        if not width:
-            continue
-        rows = [[pad_id] * (width - end + start) + ids[r][start:end] for _, r, start, end in nodes]
-        own = torch.tensor([[0] * (width - end + start) + [1] * (end - start) for _, _, start, end in nodes],
-                           device=model.device)
-        mask = own if mask is None else torch.cat([mask, own], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
-        logits = model(input_ids=torch.tensor(rows, device=model.device), attention_mask=mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-    return logits
