@@ -173,6 +173,30 @@ def test_the_loss_on_the_labelled_positions_is_trls(tmp_path, quantization):
     assert difference < tolerance, f"relative difference of the LoRA gradients: {difference:.2e}"
 
 
+def test_packed_attention_is_each_examples_own_causal_attention():
+    """lib/cpu_step.py attends example by example on a packed row: what transformers' SDPA gives with the
+    block-diagonal causal mask of the same row (grouped query heads as SmolLM2's: 9 query heads on 3)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from synthempathy.lib.cpu_step import packed_attention
+
+    torch.manual_seed(0)
+    lengths = [5, 9, 3]
+    n = sum(lengths)
+    q, k, v = torch.randn(1, 9, n, 8), torch.randn(1, 3, n, 8), torch.randn(1, 3, n, 8)
+    example = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
+    causal = torch.arange(n)[:, None] >= torch.arange(n)[None, :]
+    mask = (causal & (example[:, None] == example[None, :]))[None, None]
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.training = 3, True, False
+    bounds = torch.tensor([0, 5, 14, 17])
+    ours, _ = packed_attention(module, q, k, v, None, scaling=0.5, cu_seq_lens_q=bounds)
+    theirs, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.5)
+    assert ours.shape == theirs.shape == (1, n, 9, 8)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 def test_lora_dropout_from_numpy_is_inverted_dropout_seeded_by_torch():
     """lib/cpu_step.py's dropout: zeros with probability p, the rest scaled by 1/(1-p), nothing in eval mode, and
     the same masks after torch.manual_seed (what a resumed run restores)."""

@@ -16,7 +16,7 @@ import shutil
 from .chain.store import read_json, write_json
 from .lib import sft
 from .lib.arms import Run, plan, what
-from .lib.cpu_step import loss_on_labels  # noqa: F401 - notebook 04 shows the loss
+from .lib.cpu_step import loss_on_labels, packed  # noqa: F401 - notebook 04 shows the loss
 from .lib.models import bnb_4bit_config, load_tokenizer  # noqa: F401 - notebook 04 shows the 4-bit recipe
 from .lib.sft import lora_config  # noqa: F401 - notebook 04 shows it
 from .lib.stage import Stage

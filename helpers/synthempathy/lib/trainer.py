@@ -11,7 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..chain.store import read_json, write_json
-from .cpu_step import adapters_in_fp32, loss_on_labels, plain_head_on_cpu, swap_lora_dropout
+from .cpu_step import (
+    adapters_in_fp32,
+    loss_on_labels,
+    plain_head_on_cpu,
+    swap_lora_dropout,
+    use_packed_attention,
+)
 
 
 class ConsumptionCount:
@@ -42,7 +48,8 @@ class ConsumptionCount:
 
 def counting_trainer(base):
     """`base` (trl's SFTTrainer) with a ConsumptionCount on its training batches, and on the CPU LoRA's weights in
-    fp32, the loss on the labelled positions only and LoRA's dropout masks from numpy (lib/cpu_step.py)."""
+    fp32, the loss on the labelled positions only of the batch packed without padding, and LoRA's dropout masks from
+    numpy (lib/cpu_step.py)."""
     from transformers import TrainerCallback
 
     class Counting(base):
@@ -80,6 +87,8 @@ def counting_trainer(base):
         if trainer.model.device.type == "cpu":
             adapters_in_fp32(trainer.model)
             swap_lora_dropout(trainer.model)
+        if trainer.loss_on_labels:
+            use_packed_attention(trainer.model)
         trainer.consumption = ConsumptionCount(trainer.train_dataset)
         trainer.add_callback(SaveCounts(trainer))
         return trainer
