@@ -7,7 +7,8 @@ quantization `none` or `4bit`, times the step
 - `head`: the head on the reply's tokens only (lib/cpu_step.py's loss), torch's dropout masks;
 - `padded`: that, LoRA's dropout masks from numpy, and (4-bit) the adapters kept in fp32, the layers run on the
   padded batch (the package before `cpu_step.packed`);
-- `after`: the package now: `padded`, the batch's examples packed into one row without padding.
+- `after`: the package now: `padded`, but the batch's examples packed into one row without padding, each attending
+  to itself only (`cpu_step.packed`, `cpu_step.packed_attention`).
 trl turns a quantized model's adapters into bf16; `before` and `head` keep that.
 For each: training tokens/s through `sft.train_lora` (the stage's own path), peak RSS,
 then one step taken apart on a batch of the same data (torch.profiler: the output head, 4-bit dequantization,
