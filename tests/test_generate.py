@@ -189,9 +189,11 @@ def test_the_reserved_cache_samples_the_tokens_of_transformers_own_cache():
 
 
 def test_the_nucleus_filter_keeps_the_tokens_of_transformers_top_p():
-    """lib/sampling.py finds the nucleus among each row's most probable tokens instead of sorting the row: the same
-    kept tokens and the same tempered logits as transformers' temperature and top-p, also for a row whose nucleus
-    is wider than the tokens it reads first (then it sorts)."""
+    """lib/sampling.py finds the nucleus among each row's most probable tokens instead of sorting the row. A token is
+    in the nucleus when the probability of the tokens above it is below p: it keeps every such token and no other,
+    as transformers' temperature and top-p do, also for a row whose nucleus is wider than the tokens it reads first
+    (then it sorts). Only a token whose mass above lies within float rounding of p may go either way (the two sum
+    in other orders, and kernels round differently), and the kept tokens keep their tempered logits."""
     import torch
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
@@ -200,12 +202,17 @@ def test_the_nucleus_filter_keeps_the_tokens_of_transformers_top_p():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 49152, generator=gen) * torch.tensor([[1.0], [3.0], [6.0], [10.0], [0.2], [20.0]])
     for top_p, temperature in ((0.9, 0.8), (0.5, 1.0), (0.99, 0.7)):
+        probs = (logits.double() / temperature).softmax(-1)
+        ranked, order = probs.sort(-1, descending=True)
+        above = torch.empty_like(probs).scatter(-1, order, ranked.cumsum(-1) - ranked)  # exact, in float64
+        inside, outside = above < top_p - 1e-5, above > top_p + 1e-5
         theirs = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, logits.clone()))
-        for top in (64, 512, 49152):
-            ours = nucleus_filter(logits, temperature, top_p, top=top)
-            kept = torch.isfinite(ours)
-            assert torch.equal(kept, torch.isfinite(theirs)), (top_p, top, kept.sum(-1), torch.isfinite(theirs).sum(-1))
-            assert torch.equal(ours[kept], theirs[kept])
+        for kept in [torch.isfinite(theirs)] + [torch.isfinite(nucleus_filter(logits, temperature, top_p, top=top))
+                                                for top in (64, 512, 49152)]:
+            assert kept[inside].all() and not kept[outside].any(), (top_p, kept.sum(-1), inside.sum(-1))
+        ours = nucleus_filter(logits, temperature, top_p, top=64)
+        assert torch.equal(ours[torch.isfinite(ours)], (logits / temperature)[torch.isfinite(ours)])
+        assert (~inside & ~outside).sum() <= 24, "only tokens at the edge of a row's nucleus may go either way"
     assert torch.equal(nucleus_filter(logits, 0.8, 1.0), logits / 0.8)
 
 
