@@ -1,7 +1,7 @@
 """Nucleus (top-p) sampling's filter without sorting the vocabulary.
 
 transformers' top-p filter sorts every row's 49,152 logits at each generated token: at a batch of 32 on 2 cores,
-a sixth of a decoding step (bench/generation.py). The nucleus at p = 0.9 holds a few dozen to a few hundred tokens,
+a sixth of a decoding step (bench/README.md). The nucleus at p = 0.9 holds a few dozen to a few hundred tokens,
 so `nucleus_filter` finds it among the row's most probable `k` tokens (torch.topk), and sorts the whole row only
 where those do not reach p. It keeps the same tokens as transformers' filter, up to the rounding of the summed
 probabilities at the nucleus's edge (tests/test_generate.py).
