@@ -2,8 +2,8 @@
 
 transformers' top-p filter sorts every row's 49,152 logits at each generated token: at a batch of 32 on 2 cores,
 a sixth of a decoding step (bench/README.md). The nucleus at p = 0.9 holds a few dozen to a few hundred tokens,
-so `nucleus_filter` finds it among the row's most probable `k` tokens (torch.topk), and sorts the whole row only
-where those do not reach p. It keeps the same tokens as transformers' filter, up to the rounding of the summed
+so `nucleus_filter` finds it among each row's most probable `k` tokens (torch.topk); where some row's `k` tokens do
+not reach p, it sorts the batch's rows whole instead. It keeps the same tokens as transformers' filter, up to the rounding of the summed
 probabilities at the nucleus's edge (tests/test_generate.py).
 """
 
@@ -26,7 +26,7 @@ def nucleus_filter(logits, temperature: float, top_p: float, top: int = TOP):
     k = min(top, probs.shape[-1])
     p, idx = probs.topk(k, dim=-1)
     if k < probs.shape[-1] and not bool((p.sum(-1) >= top_p).all()):
-        p, idx = probs.sort(dim=-1, descending=True)  # a row whose nucleus is wider than `top`: the whole row
+        p, idx = probs.sort(dim=-1, descending=True)  # a nucleus wider than `top`: every row whole
     keep = (p.cumsum(-1) - p) < top_p  # the mass above a token is below p: it is in the nucleus
     keep[..., 0] = True
     out = torch.full_like(scores, float("-inf"))
